@@ -1,0 +1,21 @@
+//! tidegate's HTTP API: routers, auth extractors, problem+json errors, the ops listener.
+
+mod access;
+pub mod auth;
+pub mod clinic;
+pub mod error;
+mod extract;
+mod middleware;
+mod readiness;
+mod routes;
+mod state;
+
+pub use auth::{AuthConfigError, AuthSettings, Authenticator, Caller, Claims, KeySource, Role};
+pub use clinic::ClinicDirectory;
+pub use error::ApiError;
+pub use readiness::ReadinessProbe;
+pub use routes::{HttpSettings, ops_router, public_router};
+pub use state::AppState;
+
+/// The OpenAPI document served at `/openapi.yaml`.
+pub const OPENAPI_YAML: &str = include_str!("../../../openapi.yaml");

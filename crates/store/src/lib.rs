@@ -1,0 +1,48 @@
+//! The only crate that writes SQL. One module per table; multi-table state changes (which must
+//! commit together with their clinic report and audit entry) live in [`lifecycle`].
+
+pub mod audit;
+pub mod crypto;
+pub mod data_sources;
+mod db;
+mod error;
+pub mod lifecycle;
+pub mod oauth_authorizations;
+pub mod outbox;
+pub mod poll_schedule;
+pub mod provider_sessions;
+
+use std::sync::Arc;
+
+pub use crypto::{CryptoError, KeyRing, KeyRingError};
+pub use db::{DbSettings, MIGRATOR, Readiness, connect_lazy};
+pub use error::StoreError;
+pub use sqlx::PgPool;
+
+pub type Result<T, E = StoreError> = std::result::Result<T, E>;
+
+/// Handle to the database: a connection pool and the token key ring. Cheap to clone.
+#[derive(Clone, Debug)]
+pub struct Store {
+    pool: PgPool,
+    keys: Arc<KeyRing>,
+}
+
+impl Store {
+    pub fn new(pool: PgPool, keys: Arc<KeyRing>) -> Self {
+        Self { pool, keys }
+    }
+
+    pub fn pool(&self) -> &PgPool {
+        &self.pool
+    }
+
+    pub fn keys(&self) -> &KeyRing {
+        &self.keys
+    }
+
+    /// Begin a transaction.
+    pub async fn begin(&self) -> Result<sqlx::Transaction<'static, sqlx::Postgres>> {
+        Ok(self.pool.begin().await?)
+    }
+}

@@ -1,0 +1,21 @@
+//! `outbox`: deliveries written in the same transaction as the change that needs them.
+
+use chrono::{DateTime, Utc};
+use model::UserId;
+use sqlx::PgConnection;
+
+use crate::Result;
+
+/// Queue a clinic report for a user. The report's body is built at delivery time from the
+/// user's current sources, so queuing needs no payload and bursts coalesce.
+pub async fn enqueue_clinic_report(conn: &mut PgConnection, user: &UserId, now: DateTime<Utc>) -> Result<()> {
+    sqlx::query!(
+        r#"INSERT INTO outbox (kind, user_id, created_time, available_at)
+           VALUES ('clinic_report', $1, $2, $2)"#,
+        user.as_str(),
+        now
+    )
+    .execute(conn)
+    .await?;
+    Ok(())
+}

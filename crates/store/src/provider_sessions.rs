@@ -1,0 +1,165 @@
+//! `provider_sessions`: a data source's partner tokens, encrypted at rest.
+
+use chrono::{DateTime, Utc};
+use model::{DataSourceId, ProviderName, UserId};
+use secrecy::SecretString;
+use sqlx::PgConnection;
+
+use crate::crypto::{KeyRing, aad};
+use crate::{Result, Store, StoreError};
+
+const TABLE: &str = "provider_sessions";
+
+/// The partner's tokens for one data source, decrypted. `Debug` never shows the tokens.
+#[derive(Debug, Clone)]
+pub struct ProviderSession {
+    pub data_source_id: DataSourceId,
+    pub user_id: UserId,
+    pub provider: ProviderName,
+    pub region: Option<String>,
+    pub partner_account_id: String,
+    pub access_token: SecretString,
+    pub refresh_token: Option<SecretString>,
+    pub access_expires_at: Option<DateTime<Utc>>,
+    pub scope: Option<String>,
+    pub created_time: DateTime<Utc>,
+    pub modified_time: DateTime<Utc>,
+}
+
+/// Tokens to store for a data source.
+#[derive(Debug, Clone)]
+pub struct NewSession {
+    pub data_source_id: DataSourceId,
+    pub user_id: UserId,
+    pub provider: ProviderName,
+    pub region: Option<String>,
+    pub partner_account_id: String,
+    pub access_token: SecretString,
+    pub refresh_token: Option<SecretString>,
+    pub access_expires_at: Option<DateTime<Utc>>,
+    pub scope: Option<String>,
+}
+
+fn seal_pair(
+    keys: &KeyRing,
+    id: &DataSourceId,
+    access: &SecretString,
+    refresh: Option<&SecretString>,
+) -> (String, Vec<u8>, Option<Vec<u8>>) {
+    let access = keys.seal_secret(access, &aad(TABLE, id.as_str(), "access_token"));
+    let refresh = refresh.map(|r| keys.seal_secret(r, &aad(TABLE, id.as_str(), "refresh_token")).bytes);
+    (access.key_id, access.bytes, refresh)
+}
+
+/// Insert or replace the session of a data source (a reconnect replaces the old tokens).
+/// Fails with [`StoreError::Conflict`] `provider_sessions_partner_account_key` when the partner
+/// account is already linked to another data source.
+pub async fn upsert(conn: &mut PgConnection, keys: &KeyRing, s: &NewSession, now: DateTime<Utc>) -> Result<()> {
+    let (key_id, access, refresh) = seal_pair(keys, &s.data_source_id, &s.access_token, s.refresh_token.as_ref());
+    sqlx::query!(
+        r#"INSERT INTO provider_sessions (data_source_id, user_id, provider, region, partner_account_id,
+                                          key_id, access_token, refresh_token, access_expires_at, scope,
+                                          created_time, modified_time)
+           VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $11)
+           ON CONFLICT (data_source_id) DO UPDATE
+           SET region = EXCLUDED.region, partner_account_id = EXCLUDED.partner_account_id,
+               key_id = EXCLUDED.key_id, access_token = EXCLUDED.access_token,
+               refresh_token = EXCLUDED.refresh_token, access_expires_at = EXCLUDED.access_expires_at,
+               scope = EXCLUDED.scope, modified_time = EXCLUDED.modified_time"#,
+        s.data_source_id.as_str(),
+        s.user_id.as_str(),
+        s.provider.as_str(),
+        s.region,
+        s.partner_account_id,
+        key_id,
+        access,
+        refresh,
+        s.access_expires_at,
+        s.scope,
+        now
+    )
+    .execute(conn)
+    .await?;
+    Ok(())
+}
+
+/// Delete a data source's session ("revoked here"). Returns whether one existed.
+pub async fn delete(conn: &mut PgConnection, id: &DataSourceId) -> Result<bool> {
+    let done =
+        sqlx::query!("DELETE FROM provider_sessions WHERE data_source_id = $1", id.as_str()).execute(conn).await?;
+    Ok(done.rows_affected() > 0)
+}
+
+impl Store {
+    /// The decrypted session of a data source.
+    pub async fn get_provider_session(&self, id: &DataSourceId) -> Result<Option<ProviderSession>> {
+        let mut conn = self.pool.acquire().await?;
+        get(&mut conn, &self.keys, id).await
+    }
+
+    /// Re-encrypt up to `batch` sessions not under the primary key. Returns how many it did;
+    /// call until 0. Rows being changed by someone else are skipped and picked up next time.
+    pub async fn reseal_provider_sessions(&self, batch: i64) -> Result<u64> {
+        let mut tx = self.pool.begin().await?;
+        let rows = sqlx::query!(
+            r#"SELECT data_source_id, key_id, access_token, refresh_token FROM provider_sessions
+               WHERE key_id <> $1 ORDER BY data_source_id LIMIT $2 FOR UPDATE SKIP LOCKED"#,
+            self.keys.primary_id(),
+            batch
+        )
+        .fetch_all(&mut *tx)
+        .await?;
+        let n = rows.len() as u64;
+        for r in rows {
+            let access =
+                self.keys.reseal(&r.key_id, &r.access_token, &aad(TABLE, &r.data_source_id, "access_token"))?;
+            let refresh = r
+                .refresh_token
+                .map(|b| self.keys.reseal(&r.key_id, &b, &aad(TABLE, &r.data_source_id, "refresh_token")))
+                .transpose()?
+                .map(|s| s.bytes);
+            sqlx::query!(
+                "UPDATE provider_sessions SET key_id = $2, access_token = $3, refresh_token = $4 WHERE data_source_id = $1",
+                r.data_source_id,
+                access.key_id,
+                access.bytes,
+                refresh
+            )
+            .execute(&mut *tx)
+            .await?;
+        }
+        tx.commit().await?;
+        Ok(n)
+    }
+}
+
+pub async fn get(conn: &mut PgConnection, keys: &KeyRing, id: &DataSourceId) -> Result<Option<ProviderSession>> {
+    let Some(r) = sqlx::query!(
+        r#"SELECT data_source_id, user_id, provider, region, partner_account_id, key_id, access_token,
+                  refresh_token, access_expires_at, scope, created_time, modified_time
+           FROM provider_sessions WHERE data_source_id = $1"#,
+        id.as_str()
+    )
+    .fetch_optional(conn)
+    .await?
+    else {
+        return Ok(None);
+    };
+    let bad = |e: model::InvalidId| StoreError::corrupt(TABLE, e);
+    Ok(Some(ProviderSession {
+        access_token: keys.open_secret(&r.key_id, &r.access_token, &aad(TABLE, &r.data_source_id, "access_token"))?,
+        refresh_token: r
+            .refresh_token
+            .map(|b| keys.open_secret(&r.key_id, &b, &aad(TABLE, &r.data_source_id, "refresh_token")))
+            .transpose()?,
+        data_source_id: DataSourceId::parse(&r.data_source_id).map_err(bad)?,
+        user_id: UserId::parse(&r.user_id).map_err(bad)?,
+        provider: ProviderName::parse(&r.provider).map_err(bad)?,
+        region: r.region,
+        partner_account_id: r.partner_account_id,
+        access_expires_at: r.access_expires_at,
+        scope: r.scope,
+        created_time: r.created_time,
+        modified_time: r.modified_time,
+    }))
+}

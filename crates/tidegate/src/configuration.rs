@@ -1,0 +1,370 @@
+//! Layered configuration (DESIGN §4 "Config"): `config/default.toml` → `config/$TIDEGATE_ENV.toml`
+//! → `TIDEGATE_*` environment variables (`__` for nesting) and `DATABASE_URL`.
+//!
+//! A missing or invalid setting is one clear error naming it. Secrets are [`SecretString`]s and
+//! never appear in `Debug` output. `TIDEGATE_ENV=production` refuses dev secrets, HS256, and any
+//! secret that comes from a file rather than the environment.
+
+use std::collections::BTreeMap;
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use secrecy::{ExposeSecret, SecretString};
+use serde::Deserialize;
+
+/// The compiled-in defaults, used when no `config/default.toml` is found on disk.
+const DEFAULT_TOML: &str = include_str!("../../../config/default.toml");
+
+/// Paths of every setting that is a secret (dotted, as in the files).
+pub const SECRET_KEYS: [&str; 4] = ["token_keys", "auth.jwt_secret", "clinic.server_token", "database.url"];
+
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    #[error("configuration: {0}")]
+    Load(#[from] config::ConfigError),
+    #[error("configuration: {key}: {reason}")]
+    Invalid { key: &'static str, reason: String },
+}
+
+fn invalid(key: &'static str, reason: impl Into<String>) -> ConfigError {
+    ConfigError::Invalid { key, reason: reason.into() }
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Settings {
+    /// `dev` (default), `test`, `production`, or any name with a `config/{name}.toml`.
+    #[serde(default = "default_env")]
+    pub env: String,
+    /// Where the config files were looked for (`TIDEGATE_CONFIG_DIR`).
+    #[serde(default)]
+    pub config_dir: Option<String>,
+    pub listen: SocketAddr,
+    pub ops_listen: SocketAddr,
+    pub database: DatabaseSettings,
+    /// `kid:base64(32 bytes)[,…]`: the first key encrypts, all decrypt.
+    #[serde(default)]
+    pub token_keys: Option<SecretString>,
+    pub auth: AuthConfig,
+    pub http: HttpConfig,
+    pub clock: ClockConfig,
+    pub clinic: ClinicConfig,
+    pub log: LogConfig,
+    #[serde(default)]
+    pub partners: BTreeMap<String, PartnerConfig>,
+}
+
+fn default_env() -> String {
+    "dev".into()
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct DatabaseSettings {
+    /// May hold a password: treated as a secret.
+    pub url: SecretString,
+    pub max_connections: u32,
+    pub acquire_timeout_secs: u64,
+    pub statement_timeout_secs: u64,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct AuthConfig {
+    pub algorithm: String,
+    #[serde(default)]
+    pub jwt_secret: Option<SecretString>,
+    #[serde(default)]
+    pub public_key_pem: Option<String>,
+    #[serde(default)]
+    pub jwks_url: Option<String>,
+    pub jwks_ttl_secs: u64,
+    pub jwks_min_refetch_secs: u64,
+    #[serde(default)]
+    pub issuer: Option<String>,
+    #[serde(default)]
+    pub audience: Option<String>,
+    pub leeway_secs: u64,
+    pub token_ttl_secs: u64,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct HttpConfig {
+    pub body_limit_bytes: usize,
+    pub request_timeout_secs: u64,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum ClockSource {
+    System,
+    External,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ClockConfig {
+    pub source: ClockSource,
+    #[serde(default)]
+    pub external_url: Option<String>,
+    pub sync_interval_ms: u64,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ClinicConfig {
+    /// Base URL of the clinic service (reports, patient checks). Unset: no clinic integration.
+    #[serde(default)]
+    pub url: Option<String>,
+    /// Server token sent as `x-tidepool-session-token`, only to `url`.
+    #[serde(default)]
+    pub server_token: Option<SecretString>,
+    pub timeout_secs: u64,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum LogFormat {
+    Pretty,
+    Json,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct LogConfig {
+    pub format: LogFormat,
+    pub filter: String,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct PartnerConfig {
+    pub display_name: String,
+}
+
+/// Where to find the config files: `TIDEGATE_CONFIG_DIR`, else `./config`, else the repository's
+/// `config/` next to this crate (so `cargo run` works from any directory of the checkout).
+pub fn config_dir() -> PathBuf {
+    if let Ok(dir) = std::env::var("TIDEGATE_CONFIG_DIR") {
+        return PathBuf::from(dir);
+    }
+    let local = PathBuf::from("config");
+    if local.join("default.toml").exists() {
+        return local;
+    }
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("../../config")
+}
+
+fn files_builder(dir: &Path, env: &str) -> config::ConfigBuilder<config::builder::DefaultState> {
+    let default_file = dir.join("default.toml");
+    let mut b = config::Config::builder();
+    b = if default_file.exists() {
+        b.add_source(config::File::from(default_file))
+    } else {
+        b.add_source(config::File::from_str(DEFAULT_TOML, config::FileFormat::Toml))
+    };
+    b.add_source(config::File::from(dir.join(format!("{env}.toml"))).required(false))
+        .set_override("env", env)
+        .expect("static key")
+}
+
+fn environment() -> config::Environment {
+    config::Environment::with_prefix("TIDEGATE").prefix_separator("_").separator("__").try_parsing(false)
+}
+
+impl Settings {
+    /// Load from the files and the process environment.
+    pub fn load() -> Result<Self, ConfigError> {
+        let env = std::env::var("TIDEGATE_ENV").unwrap_or_else(|_| default_env());
+        Self::load_from(&config_dir(), &env, std::env::vars())
+    }
+
+    /// Load from `dir` for `env`, with `vars` as the environment (tests pass their own).
+    pub fn load_from(
+        dir: &Path,
+        env: &str,
+        vars: impl IntoIterator<Item = (String, String)>,
+    ) -> Result<Self, ConfigError> {
+        if env.is_empty() || !env.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_') {
+            return Err(invalid("TIDEGATE_ENV", "must be a plain name such as dev, test or production"));
+        }
+        let vars: BTreeMap<String, String> = vars.into_iter().collect();
+        let tidegate_vars: config::Map<String, String> = vars
+            .iter()
+            .filter(|(k, _)| k.starts_with("TIDEGATE_") && *k != "TIDEGATE_ENV" && *k != "TIDEGATE_CONFIG_DIR")
+            .map(|(k, v)| (k.clone(), v.clone()))
+            .collect();
+        let mut b = files_builder(dir, env);
+        if let Some(url) = vars.get("DATABASE_URL").filter(|_| !vars.contains_key("TIDEGATE_DATABASE__URL")) {
+            b = b.set_override("database.url", url.as_str())?;
+        }
+        let cfg = b.add_source(environment().source(Some(tidegate_vars))).build()?;
+        let settings: Settings = cfg.try_deserialize()?;
+        settings.validate()?;
+        if env == "production" {
+            settings.check_production(dir)?;
+        }
+        Ok(settings)
+    }
+
+    fn validate(&self) -> Result<(), ConfigError> {
+        match self.auth.algorithm.as_str() {
+            "HS256" => {
+                let secret = self.auth.jwt_secret.as_ref().ok_or_else(|| {
+                    invalid("auth.jwt_secret", "missing: set TIDEGATE_AUTH__JWT_SECRET (HS256 needs a shared secret)")
+                })?;
+                if secret.expose_secret().len() < 32 {
+                    return Err(invalid("auth.jwt_secret", "must be at least 32 bytes"));
+                }
+            }
+            "RS256" | "ES256" => {
+                if self.auth.public_key_pem.is_none() == self.auth.jwks_url.is_none() {
+                    return Err(invalid(
+                        "auth.public_key_pem",
+                        "RS256/ES256 need exactly one of auth.public_key_pem or auth.jwks_url",
+                    ));
+                }
+            }
+            other => return Err(invalid("auth.algorithm", format!("{other:?} is not one of HS256, RS256, ES256"))),
+        }
+        if let Some(url) = &self.auth.jwks_url {
+            check_url("auth.jwks_url", url)?;
+        }
+        if self.clock.source == ClockSource::External {
+            let url = self
+                .clock
+                .external_url
+                .as_ref()
+                .ok_or_else(|| invalid("clock.external_url", "missing: clock.source is external"))?;
+            check_url("clock.external_url", url)?;
+        }
+        if let Some(url) = &self.clinic.url {
+            check_url("clinic.url", url)?;
+            if self.clinic.server_token.is_none() {
+                return Err(invalid(
+                    "clinic.server_token",
+                    "missing: set TIDEGATE_CLINIC__SERVER_TOKEN (clinic.url is set)",
+                ));
+            }
+        }
+        if self.http.body_limit_bytes < 1024 {
+            return Err(invalid("http.body_limit_bytes", "must be at least 1024"));
+        }
+        if self.database.max_connections == 0 {
+            return Err(invalid("database.max_connections", "must be at least 1"));
+        }
+        for name in self.partners.keys() {
+            model::ProviderName::parse(name)
+                .map_err(|_| invalid("partners", format!("{name:?} must match ^[a-z][a-z0-9-]{{0,31}}$")))?;
+        }
+        Ok(())
+    }
+
+    /// Production refuses dev secrets, secrets in files, and the HS256 shared secret.
+    fn check_production(&self, dir: &Path) -> Result<(), ConfigError> {
+        if self.auth.algorithm == "HS256" {
+            return Err(invalid(
+                "auth.algorithm",
+                "HS256 is for dev/test; use RS256/ES256 with auth.jwks_url or auth.public_key_pem",
+            ));
+        }
+        if self.token_keys.is_none() {
+            return Err(invalid("token_keys", "missing: set TIDEGATE_TOKEN_KEYS"));
+        }
+        // Secrets must come from the environment: none may be set by a file layer.
+        let from_files = files_builder(dir, "production").build()?;
+        for key in SECRET_KEYS.iter().filter(|k| **k != "database.url") {
+            if from_files.get_string(key).is_ok() {
+                return Err(ConfigError::Invalid {
+                    key,
+                    reason: "must come from the environment in production, not a file".into(),
+                });
+            }
+        }
+        // And none may equal a dev secret.
+        if let Ok(dev) = files_builder(dir, "dev").build() {
+            for key in SECRET_KEYS.iter().filter(|k| **k != "database.url") {
+                let (Ok(dev_value), Some(ours)) = (dev.get_string(key), self.secret(key)) else { continue };
+                if ours.expose_secret() == dev_value || ours.expose_secret().contains(&dev_value) {
+                    return Err(ConfigError::Invalid { key, reason: "is a dev secret; production refuses it".into() });
+                }
+            }
+        }
+        if let Some(keys) = &self.token_keys
+            && keys.expose_secret().split(',').any(|e| e.trim().starts_with("dev"))
+        {
+            return Err(invalid("token_keys", "a key id starts with \"dev\"; production refuses dev keys"));
+        }
+        Ok(())
+    }
+
+    fn secret(&self, key: &str) -> Option<&SecretString> {
+        match key {
+            "token_keys" => self.token_keys.as_ref(),
+            "auth.jwt_secret" => self.auth.jwt_secret.as_ref(),
+            "clinic.server_token" => self.clinic.server_token.as_ref(),
+            "database.url" => Some(&self.database.url),
+            _ => None,
+        }
+    }
+
+    pub fn db_settings(&self) -> store::DbSettings {
+        store::DbSettings {
+            max_connections: self.database.max_connections,
+            acquire_timeout: Duration::from_secs(self.database.acquire_timeout_secs),
+            statement_timeout: Duration::from_secs(self.database.statement_timeout_secs),
+        }
+    }
+
+    pub fn http_settings(&self) -> api::HttpSettings {
+        api::HttpSettings {
+            body_limit_bytes: self.http.body_limit_bytes,
+            request_timeout: Duration::from_secs(self.http.request_timeout_secs),
+        }
+    }
+
+    pub fn auth_settings(&self) -> Result<api::AuthSettings, ConfigError> {
+        use jsonwebtoken::Algorithm;
+        let keys = match (self.auth.algorithm.as_str(), &self.auth.jwks_url, &self.auth.public_key_pem) {
+            ("HS256", _, _) => api::KeySource::Hs256(
+                self.auth.jwt_secret.clone().ok_or_else(|| invalid("auth.jwt_secret", "missing"))?,
+            ),
+            (_, Some(url), _) => api::KeySource::Jwks {
+                url: url.clone(),
+                ttl: Duration::from_secs(self.auth.jwks_ttl_secs),
+                min_refetch: Duration::from_secs(self.auth.jwks_min_refetch_secs),
+            },
+            (alg, None, Some(pem)) => api::KeySource::PublicPem {
+                algorithm: if alg == "RS256" { Algorithm::RS256 } else { Algorithm::ES256 },
+                pem: pem.clone(),
+            },
+            _ => return Err(invalid("auth.public_key_pem", "missing")),
+        };
+        Ok(api::AuthSettings {
+            keys,
+            issuer: self.auth.issuer.clone(),
+            audience: self.auth.audience.clone(),
+            leeway: Duration::from_secs(self.auth.leeway_secs),
+        })
+    }
+
+    /// The token key ring; required by every role that touches tokens.
+    pub fn key_ring(&self) -> Result<store::KeyRing, ConfigError> {
+        let spec = self
+            .token_keys
+            .as_ref()
+            .ok_or_else(|| invalid("token_keys", "missing: set TIDEGATE_TOKEN_KEYS to kid:base64(32 bytes)"))?;
+        store::KeyRing::parse(spec).map_err(|e| invalid("token_keys", e.to_string()))
+    }
+
+    pub fn connect_options(&self) -> Result<sqlx::postgres::PgConnectOptions, ConfigError> {
+        self.database.url.expose_secret().parse().map_err(|_| invalid("database.url", "is not a valid postgres:// URL"))
+    }
+}
+
+fn check_url(key: &'static str, url: &str) -> Result<(), ConfigError> {
+    let ok = (url.starts_with("http://") || url.starts_with("https://")) && reqwest::Url::parse(url).is_ok();
+    if ok { Ok(()) } else { Err(invalid(key, format!("{url:?} is not an http(s) URL"))) }
+}

@@ -1,0 +1,21 @@
+//! The tidegate service: configuration, telemetry and start-up for every role of the binary.
+
+pub mod clock;
+pub mod configuration;
+pub mod keys;
+pub mod startup;
+pub mod telemetry;
+pub mod token;
+
+pub use configuration::Settings;
+pub use startup::Application;
+
+/// Aborts a background task when dropped.
+#[derive(Debug)]
+pub struct TaskGuard(pub tokio::task::JoinHandle<()>);
+
+impl Drop for TaskGuard {
+    fn drop(&mut self) {
+        self.0.abort();
+    }
+}

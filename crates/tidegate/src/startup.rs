@@ -1,0 +1,181 @@
+//! Builds the application from settings: pool, clock, migrations, routers, listeners.
+
+use std::collections::BTreeSet;
+use std::future::Future;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use anyhow::Context;
+use api::{AppState, Authenticator, ClinicDirectory, ReadinessProbe};
+use model::{ProviderName, SharedClock};
+use secrecy::SecretString;
+use store::Store;
+use tokio::net::TcpListener;
+
+use crate::configuration::Settings;
+use crate::{TaskGuard, telemetry};
+
+/// A built, bound, not yet serving application.
+pub struct Application {
+    public: TcpListener,
+    ops: TcpListener,
+    state: AppState,
+    settings: Settings,
+    _tasks: Vec<TaskGuard>,
+}
+
+impl std::fmt::Debug for Application {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Application").field("public", &self.public_addr()).field("ops", &self.ops_addr()).finish()
+    }
+}
+
+/// Build the store (lazy pool + key ring) from settings.
+pub fn store(settings: &Settings) -> anyhow::Result<Store> {
+    let keys = settings.key_ring()?;
+    let pool = store::connect_lazy(settings.connect_options()?, &settings.db_settings());
+    Ok(Store::new(pool, Arc::new(keys)))
+}
+
+/// Apply migrations, retrying while the database is unreachable (replicas starting together
+/// serialise on sqlx's advisory lock). Gives up only when the database itself refuses a
+/// migration (a failing statement, a changed or missing migration).
+pub async fn migrate_with_retry(store: &Store) -> anyhow::Result<()> {
+    use sqlx::migrate::MigrateError;
+    let mut delay = Duration::from_millis(250);
+    loop {
+        let err = match store.migrate().await {
+            Ok(()) => {
+                tracing::info!("migrations applied");
+                return Ok(());
+            }
+            Err(store::StoreError::Migrate(MigrateError::Execute(e))) if !matches!(e, sqlx::Error::Database(_)) => e,
+            Err(store::StoreError::Unavailable(e)) => e,
+            Err(e) => return Err(e).context("applying migrations"),
+        };
+        tracing::warn!(error = %err, retry_in_ms = delay.as_millis() as u64, "database unreachable; migrations will be retried");
+        tokio::time::sleep(delay).await;
+        delay = (delay * 2).min(Duration::from_secs(5));
+    }
+}
+
+impl Application {
+    /// Bind both listeners and assemble the app. Migrations run in the background (with retries)
+    /// so the process starts, and `/readyz` answers 503, while the database is still down.
+    pub async fn build(settings: Settings) -> anyhow::Result<Self> {
+        let store = store(&settings)?;
+        let (clock, clock_task) = crate::clock::build(&settings.clock).await?;
+        Self::build_with(settings, store, clock, clock_task).await
+    }
+
+    /// Like [`Application::build`], with a given store and clock (tests inject a manual clock).
+    pub async fn build_with(
+        settings: Settings,
+        store: Store,
+        clock: SharedClock,
+        clock_task: Option<TaskGuard>,
+    ) -> anyhow::Result<Self> {
+        let auth = Authenticator::new(&settings.auth_settings()?).context("auth settings")?;
+        let providers: BTreeSet<ProviderName> =
+            settings.partners.keys().map(|k| ProviderName::parse(k)).collect::<Result<_, _>>()?;
+        let clinic = match (&settings.clinic.url, &settings.clinic.server_token) {
+            (Some(url), Some(token)) => Some(ClinicDirectory::new(
+                url,
+                SecretString::from(secrecy::ExposeSecret::expose_secret(token).to_owned()),
+                Duration::from_secs(settings.clinic.timeout_secs),
+            )),
+            _ => None,
+        };
+        let state = AppState {
+            store: store.clone(),
+            clock,
+            auth: Arc::new(auth),
+            readiness: Arc::new(ReadinessProbe::new()),
+            providers: Arc::new(providers),
+            clinic,
+        };
+        let public =
+            TcpListener::bind(settings.listen).await.with_context(|| format!("binding listen {}", settings.listen))?;
+        let ops = TcpListener::bind(settings.ops_listen)
+            .await
+            .with_context(|| format!("binding ops_listen {}", settings.ops_listen))?;
+
+        let mut tasks: Vec<TaskGuard> = clock_task.into_iter().collect();
+        let migrating = store.clone();
+        tasks.push(TaskGuard(tokio::spawn(async move {
+            if let Err(e) = migrate_with_retry(&migrating).await {
+                tracing::error!(error = format!("{e:#}"), "migrations failed; /readyz stays 503");
+            }
+        })));
+        // Log readiness changes even when nobody probes /readyz.
+        let (probe, watched) = (state.readiness.clone(), store.clone());
+        tasks.push(TaskGuard(tokio::spawn(async move {
+            loop {
+                probe.check(&watched).await;
+                tokio::time::sleep(Duration::from_secs(5)).await;
+            }
+        })));
+        Ok(Self { public, ops, state, settings, _tasks: tasks })
+    }
+
+    pub fn public_addr(&self) -> SocketAddr {
+        self.public.local_addr().expect("bound listener has an address")
+    }
+
+    pub fn ops_addr(&self) -> SocketAddr {
+        self.ops.local_addr().expect("bound listener has an address")
+    }
+
+    pub fn state(&self) -> &AppState {
+        &self.state
+    }
+
+    /// Serve until `shutdown` resolves, then drain in-flight requests.
+    pub async fn run_until(self, shutdown: impl Future<Output = ()> + Send + 'static) -> anyhow::Result<()> {
+        let handle = telemetry::metrics_handle();
+        let ops_app = api::ops_router(Arc::new(move || handle.render()));
+        let public_app = api::public_router(self.state.clone(), &self.settings.http_settings());
+        tracing::info!(public = %self.public_addr(), ops = %self.ops_addr(), env = %self.settings.env, "tidegate serving");
+
+        let (tx, rx) = tokio::sync::watch::channel(false);
+        let wait = |mut rx: tokio::sync::watch::Receiver<bool>| async move {
+            let _ = rx.wait_for(|stop| *stop).await;
+        };
+        let public = axum::serve(self.public, public_app.into_make_service()).with_graceful_shutdown(wait(rx.clone()));
+        let ops = axum::serve(self.ops, ops_app).with_graceful_shutdown(wait(rx));
+        let signal = tokio::spawn(async move {
+            shutdown.await;
+            tracing::info!("shutting down: draining in-flight requests");
+            let _ = tx.send(true);
+        });
+        let (a, b) = tokio::join!(public, ops);
+        signal.abort();
+        a.context("public listener")?;
+        b.context("ops listener")?;
+        tracing::info!("stopped");
+        Ok(())
+    }
+}
+
+/// Resolves on SIGTERM or SIGINT (Ctrl-C).
+pub async fn shutdown_signal() {
+    let ctrl_c = async {
+        let _ = tokio::signal::ctrl_c().await;
+    };
+    #[cfg(unix)]
+    let term = async {
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(mut s) => {
+                s.recv().await;
+            }
+            Err(_) => std::future::pending::<()>().await,
+        }
+    };
+    #[cfg(not(unix))]
+    let term = std::future::pending::<()>();
+    tokio::select! {
+        _ = ctrl_c => {},
+        _ = term => {},
+    }
+}

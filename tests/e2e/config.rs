@@ -1,0 +1,148 @@
+//! Configuration layering and the production guard rails.
+
+use std::path::PathBuf;
+
+use secrecy::ExposeSecret;
+use tidegate::Settings;
+use tidegate::configuration::ConfigError;
+use tidegate_e2e::config_dir;
+
+fn vars(list: &[(&str, &str)]) -> Vec<(String, String)> {
+    list.iter().map(|(k, v)| ((*k).to_owned(), (*v).to_owned())).collect()
+}
+
+const KEYS: &str = "prod1:AAECAwQFBgcICQoLDA0ODxAREhMUFRYXGBkaGxwdHh8=";
+const SECRET: &str = "a-test-secret-that-is-long-enough-0123456789";
+
+#[test]
+fn files_then_env_then_database_url() {
+    // dev.toml supplies dev secrets; env wins over files; DATABASE_URL sets database.url.
+    let s = Settings::load_from(
+        &config_dir(),
+        "dev",
+        vars(&[("TIDEGATE_LISTEN", "127.0.0.1:18080"), ("DATABASE_URL", "postgres://u@db:5432/x")]),
+    )
+    .unwrap();
+    assert_eq!(s.env, "dev");
+    assert_eq!(s.listen.to_string(), "127.0.0.1:18080");
+    assert_eq!(s.ops_listen.to_string(), "127.0.0.1:9090");
+    assert_eq!(s.database.url.expose_secret(), "postgres://u@db:5432/x");
+    assert!(s.auth.jwt_secret.is_some(), "dev.toml supplies the dev JWT secret");
+    assert!(s.key_ring().is_ok());
+    // TIDEGATE_DATABASE__URL beats DATABASE_URL; nested keys use "__".
+    let s = Settings::load_from(
+        &config_dir(),
+        "dev",
+        vars(&[
+            ("DATABASE_URL", "postgres://a@x/y"),
+            ("TIDEGATE_DATABASE__URL", "postgres://b@x/y"),
+            ("TIDEGATE_DATABASE__MAX_CONNECTIONS", "3"),
+        ]),
+    )
+    .unwrap();
+    assert_eq!(s.database.url.expose_secret(), "postgres://b@x/y");
+    assert_eq!(s.database.max_connections, 3);
+    // Debug output never shows secrets.
+    let debug = format!("{s:?}");
+    assert!(!debug.contains("dev-only-jwt-secret") && !debug.contains("ZGV2LW9ub"), "{debug}");
+}
+
+#[test]
+fn a_bad_or_missing_setting_is_one_clear_error_naming_it() {
+    let dir = config_dir();
+    let err = |list: &[(&str, &str)], env: &str| Settings::load_from(&dir, env, vars(list)).unwrap_err().to_string();
+    assert!(err(&[("TIDEGATE_LISTEN", "not-an-address")], "dev").contains("listen"));
+    assert!(err(&[], "test").contains("auth.jwt_secret"), "test.toml has no secrets");
+    assert!(err(&[("TIDEGATE_AUTH__JWT_SECRET", "short")], "test").contains("auth.jwt_secret"));
+    assert!(err(&[("TIDEGATE_AUTH__ALGORITHM", "RS512")], "dev").contains("auth.algorithm"));
+    assert!(err(&[("TIDEGATE_CLOCK__SOURCE", "external")], "dev").contains("clock.external_url"));
+    assert!(err(&[("TIDEGATE_CLINIC__URL", "http://clinic")], "dev").contains("clinic.server_token"));
+    assert!(err(&[("TIDEGATE_LISTNE", "127.0.0.1:1")], "dev").contains("listne"), "typos are caught");
+    assert!(err(&[], "../etc").contains("TIDEGATE_ENV"));
+    let ring =
+        Settings::load_from(&dir, "dev", vars(&[("TIDEGATE_TOKEN_KEYS", "k1:short")])).unwrap().key_ring().unwrap_err();
+    assert!(ring.to_string().contains("token_keys"));
+}
+
+fn prod_dir() -> PathBuf {
+    // A production deployment: the repository's default.toml and dev.toml (to recognise dev
+    // secrets), plus a production.toml without secrets.
+    let dir = std::env::temp_dir().join(format!("tidegate-prod-config-{}", uuid::Uuid::new_v4().simple()));
+    std::fs::create_dir_all(&dir).unwrap();
+    for f in ["default.toml", "dev.toml"] {
+        std::fs::copy(config_dir().join(f), dir.join(f)).unwrap();
+    }
+    std::fs::write(dir.join("production.toml"), "[log]\nformat = \"json\"\n").unwrap();
+    dir
+}
+
+#[test]
+fn production_refuses_dev_secrets_hs256_and_secrets_in_files() {
+    let dir = prod_dir();
+    let load = |list: &[(&str, &str)]| Settings::load_from(&dir, "production", vars(list));
+    let good = [
+        ("TIDEGATE_TOKEN_KEYS", KEYS),
+        ("TIDEGATE_AUTH__ALGORITHM", "ES256"),
+        ("TIDEGATE_AUTH__JWKS_URL", "https://auth.example/jwks.json"),
+    ];
+    assert!(load(&good).is_ok());
+
+    let hs = load(&[("TIDEGATE_TOKEN_KEYS", KEYS), ("TIDEGATE_AUTH__JWT_SECRET", SECRET)]).unwrap_err();
+    assert!(hs.to_string().contains("auth.algorithm"), "{hs}");
+
+    let dev_keys =
+        load(&[good[1], good[2], ("TIDEGATE_TOKEN_KEYS", "dev-2026:ZGV2LW9ubHktdG9rZW4ta2V5LW5vdC1hLXNlY3JldCE=")])
+            .unwrap_err();
+    assert!(dev_keys.to_string().contains("token_keys"), "{dev_keys}");
+
+    let missing = load(&good[1..]).unwrap_err();
+    assert!(missing.to_string().contains("token_keys"), "{missing}");
+
+    std::fs::write(dir.join("production.toml"), format!("token_keys = \"{KEYS}\"\n")).unwrap();
+    let in_file = load(&good).unwrap_err();
+    match in_file {
+        ConfigError::Invalid { key, .. } => assert_eq!(key, "token_keys"),
+        other => panic!("{other}"),
+    }
+    std::fs::remove_dir_all(&dir).ok();
+}
+
+/// No file except config/dev.toml holds a secret value.
+#[test]
+fn only_dev_toml_holds_secrets() {
+    for entry in std::fs::read_dir(config_dir()).unwrap() {
+        let path = entry.unwrap().path();
+        let name = path.file_name().unwrap().to_str().unwrap().to_owned();
+        if name == "dev.toml" {
+            continue;
+        }
+        let text = std::fs::read_to_string(&path).unwrap();
+        let table: toml_like::Table = toml_like::parse(&text);
+        for key in ["token_keys", "auth.jwt_secret", "clinic.server_token"] {
+            assert!(!table.contains(key), "{name} sets secret {key}");
+        }
+    }
+}
+
+/// Minimal reader for the keys a TOML file sets (sections + `key =` lines).
+mod toml_like {
+    pub struct Table(Vec<String>);
+    impl Table {
+        pub fn contains(&self, key: &str) -> bool {
+            self.0.iter().any(|k| k == key)
+        }
+    }
+    pub fn parse(text: &str) -> Table {
+        let mut section = String::new();
+        let mut keys = Vec::new();
+        for line in text.lines().map(str::trim).filter(|l| !l.starts_with('#') && !l.is_empty()) {
+            if let Some(s) = line.strip_prefix('[').and_then(|l| l.strip_suffix(']')) {
+                section = s.to_owned();
+            } else if let Some((k, _)) = line.split_once('=') {
+                let k = k.trim();
+                keys.push(if section.is_empty() { k.to_owned() } else { format!("{section}.{k}") });
+            }
+        }
+        Table(keys)
+    }
+}

@@ -1,0 +1,9 @@
+//! End-to-end tests: the real app over real HTTP on a fresh database per test.
+
+mod auth;
+mod compose;
+mod config;
+mod data_sources;
+mod health;
+mod metrics;
+mod tokens_at_rest;

@@ -1,0 +1,156 @@
+//! Test harness shared by the end-to-end tests: a fresh database per test on a real Postgres, the
+//! app served over real HTTP on port 0, tokens, captured logs, and a cuttable TCP proxy.
+//!
+//! Postgres: `TEST_DATABASE_URL`, else `DATABASE_URL`, else
+//! `postgres://postgres@127.0.0.1:5432/postgres`. With the `testcontainers` feature and no server
+//! answering, Postgres 16 is started in a container when a Docker engine is available.
+
+pub mod logs;
+
+pub use testkit::{Proxy, db, proxy};
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::sync::Arc;
+
+use api::Role;
+use chrono::{DateTime, Utc};
+use model::{ManualClock, SharedClock};
+use secrecy::ExposeSecret;
+use tidegate::Settings;
+use tidegate::token::TokenRequest;
+
+pub use db::TestDb;
+
+/// The repository's `config/` directory.
+pub fn config_dir() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("config")
+}
+
+/// Test settings: `config/default.toml` + `config/test.toml`, with freshly generated secrets and
+/// the given database URL, plus any `extra` `TIDEGATE_*` variables.
+pub fn test_settings(database_url: &str, extra: &[(&str, &str)]) -> Settings {
+    let jwt_secret: String = {
+        use rand::Rng;
+        let bytes: [u8; 32] = rand::rng().random();
+        bytes.iter().map(|b| format!("{b:02x}")).collect()
+    };
+    let token_keys = store::KeyRing::generate_entry("test1");
+    let mut vars = vec![
+        ("TIDEGATE_TOKEN_KEYS".to_owned(), token_keys.expose_secret().to_owned()),
+        ("TIDEGATE_AUTH__JWT_SECRET".to_owned(), jwt_secret),
+        ("TIDEGATE_DATABASE__URL".to_owned(), database_url.to_owned()),
+    ];
+    for (k, v) in extra {
+        vars.retain(|(existing, _)| existing != k);
+        vars.push(((*k).to_owned(), (*v).to_owned()));
+    }
+    Settings::load_from(&config_dir(), "test", vars).expect("test settings load")
+}
+
+/// A running app on a fresh database.
+pub struct TestApp {
+    pub addr: SocketAddr,
+    pub ops_addr: SocketAddr,
+    pub settings: Settings,
+    pub store: store::Store,
+    pub clock: Arc<ManualClock>,
+    pub http: reqwest::Client,
+    pub db: TestDb,
+    shutdown: Option<tokio::sync::oneshot::Sender<()>>,
+    server: Option<tokio::task::JoinHandle<anyhow::Result<()>>>,
+}
+
+/// The time every test app starts at (a manual clock; tests advance it).
+pub fn test_epoch() -> DateTime<Utc> {
+    DateTime::parse_from_rfc3339("2026-03-07T12:00:00Z").expect("static time").to_utc()
+}
+
+/// Start the app on a fresh, migrated database.
+pub async fn spawn_app() -> TestApp {
+    let db = TestDb::create().await;
+    spawn_app_on(db, &[]).await
+}
+
+/// Start the app on `db` (migrated before it returns) with extra settings.
+pub async fn spawn_app_on(db: TestDb, extra: &[(&str, &str)]) -> TestApp {
+    logs::init();
+    let settings = test_settings(&db.url, extra);
+    let store = tidegate::startup::store(&settings).expect("store");
+    store.migrate().await.expect("migrations apply to a fresh database");
+    spawn_with_store(db, settings, store).await
+}
+
+/// Start the app with a given settings and store (the database is not migrated here).
+pub async fn spawn_with_store(db: TestDb, settings: Settings, store: store::Store) -> TestApp {
+    logs::init();
+    let clock = Arc::new(ManualClock::new(test_epoch()));
+    let shared: SharedClock = clock.clone();
+    let app =
+        tidegate::Application::build_with(settings.clone(), store.clone(), shared, None).await.expect("app builds");
+    let (addr, ops_addr) = (app.public_addr(), app.ops_addr());
+    let (tx, rx) = tokio::sync::oneshot::channel::<()>();
+    let server = tokio::spawn(app.run_until(async move {
+        let _ = rx.await;
+    }));
+    TestApp {
+        addr,
+        ops_addr,
+        settings,
+        store,
+        clock,
+        http: reqwest::Client::builder().redirect(reqwest::redirect::Policy::none()).build().expect("client"),
+        db,
+        shutdown: Some(tx),
+        server: Some(server),
+    }
+}
+
+impl TestApp {
+    pub fn url(&self, path: &str) -> String {
+        format!("http://{}{}", self.addr, path)
+    }
+
+    pub fn ops_url(&self, path: &str) -> String {
+        format!("http://{}{}", self.ops_addr, path)
+    }
+
+    /// A token signed with this app's key.
+    pub fn token(&self, role: Role, sub: &str, clinics: &[&str]) -> String {
+        let req = TokenRequest {
+            sub: sub.to_owned(),
+            role,
+            clinics: clinics.iter().map(|c| (*c).to_owned()).collect(),
+            ttl_secs: None,
+            private_key: None,
+            kid: None,
+        };
+        tidegate::token::mint(&self.settings, &req).expect("token mints")
+    }
+
+    pub fn patient_token(&self, user: &str) -> String {
+        self.token(Role::Patient, user, &[])
+    }
+
+    pub fn service_token(&self) -> String {
+        self.token(Role::Service, "platform-test", &[])
+    }
+
+    /// Stop the server gracefully and wait for it.
+    pub async fn stop(mut self) {
+        if let Some(tx) = self.shutdown.take() {
+            let _ = tx.send(());
+        }
+        if let Some(server) = self.server.take() {
+            server.await.expect("server task").expect("server stopped cleanly");
+        }
+    }
+}
+
+impl Drop for TestApp {
+    fn drop(&mut self) {
+        if let Some(tx) = self.shutdown.take() {
+            let _ = tx.send(());
+        }
+    }
+}
