@@ -17,7 +17,14 @@ use serde::Deserialize;
 const DEFAULT_TOML: &str = include_str!("../../../config/default.toml");
 
 /// Paths of every setting that is a secret (dotted, as in the files).
-pub const SECRET_KEYS: [&str; 4] = ["token_keys", "auth.jwt_secret", "clinic.server_token", "database.url"];
+pub const SECRET_KEYS: [&str; 6] = [
+    "token_keys",
+    "auth.jwt_secret",
+    "clinic.server_token",
+    "partners.dexcom.client_secret",
+    "partners.carelink.client_secret",
+    "database.url",
+];
 
 #[derive(Debug, thiserror::Error)]
 pub enum ConfigError {
@@ -142,6 +149,12 @@ pub struct LogConfig {
 #[serde(deny_unknown_fields)]
 pub struct PartnerConfig {
     pub display_name: String,
+    /// OAuth client id registered at the partner.
+    #[serde(default)]
+    pub client_id: Option<String>,
+    /// OAuth client secret (confidential clients such as Dexcom's).
+    #[serde(default)]
+    pub client_secret: Option<SecretString>,
 }
 
 /// Where to find the config files: `TIDEGATE_CONFIG_DIR`, else `./config`, else the repository's
@@ -305,6 +318,8 @@ impl Settings {
             "token_keys" => self.token_keys.as_ref(),
             "auth.jwt_secret" => self.auth.jwt_secret.as_ref(),
             "clinic.server_token" => self.clinic.server_token.as_ref(),
+            "partners.dexcom.client_secret" => self.partners.get("dexcom").and_then(|p| p.client_secret.as_ref()),
+            "partners.carelink.client_secret" => self.partners.get("carelink").and_then(|p| p.client_secret.as_ref()),
             "database.url" => Some(&self.database.url),
             _ => None,
         }

@@ -30,6 +30,21 @@ enum Command {
     Serve,
     /// Print a signed JWT (and nothing else) on stdout, for dev, tests and operations.
     Token(TokenArgs),
+    /// Run the partner simulator (Dexcom v3, CareLink v13) and the clinic stand-in on one
+    /// listener, for development, tests, the demo and benchmarks. Never for production.
+    ///
+    /// Hosts become path prefixes under --base-url: /dexcom, /dexcom-eu, /dexcom-jp (Dexcom API
+    /// v3 per region), /carelink-login (CareLink's Auth0 sign-in), /clcloud (CareLink cloud),
+    /// /clinic (clinic service). With --admin, /admin serves: GET|POST /admin/clock (read, set
+    /// {"set": time} or {"advanceSecs": n}); GET /admin/people; POST /admin/people/{login}/revoke;
+    /// GET /admin/truth/{login}?start&end (Dexcom) or ?at (CareLink); GET|PUT|DELETE
+    /// /admin/faults and PUT /admin/faults/{login} (errorRate, errorStatus, rateLimit, latencyMs,
+    /// hangMs, malformedJsonRate, schemaDrift, maintenance); GET|PUT /admin/dexcom/budget;
+    /// GET|DELETE /admin/requests; GET /admin/secrets; GET /admin/auth/stats;
+    /// POST /admin/clinic/patients; GET|DELETE /admin/clinic/requests; PUT /admin/clinic/faults.
+    /// OAuth clients and the clinic server token come from tidegate's configuration
+    /// (partners.dexcom.client_id/client_secret, partners.carelink.client_id, clinic.server_token).
+    Sandbox(SandboxArgs),
     /// Token-encryption key operations.
     Keys {
         #[command(subcommand)]
@@ -56,6 +71,42 @@ struct TokenArgs {
     /// Key id to put in the token header (for JWKS verification).
     #[arg(long, requires = "private_key")]
     kid: Option<String>,
+}
+
+#[derive(Debug, clap::Args)]
+struct SandboxArgs {
+    /// Address to listen on.
+    #[arg(long, default_value = "127.0.0.1:8090")]
+    listen: std::net::SocketAddr,
+    /// Public base URL the simulator is reached at (embedded in discovery documents).
+    /// Default: http://{listen}.
+    #[arg(long)]
+    base_url: Option<String>,
+    /// Seed for the synthetic people (same seed, same people and data).
+    #[arg(long, default_value_t = 1)]
+    seed: u64,
+    /// Number of synthetic Dexcom accounts (logins dexcom-001, …).
+    #[arg(long, default_value_t = 6)]
+    dexcom_people: usize,
+    /// Number of synthetic CareLink accounts (logins carelink-001, …; with three or more, the
+    /// last two are care partners following one and two patients).
+    #[arg(long, default_value_t = 4)]
+    carelink_people: usize,
+    /// Days of synthetic history before the start time.
+    #[arg(long, default_value_t = 120)]
+    history_days: i64,
+    /// Serve the admin API at /admin.
+    #[arg(long)]
+    admin: bool,
+    /// Dexcom's per-app hourly call budget; 0 turns it off (throughput benchmarks).
+    #[arg(long, default_value_t = 60_000)]
+    dexcom_budget_per_hour: u64,
+    /// Redirect URI registered for the Dexcom client (exact match).
+    #[arg(long, default_value = "http://127.0.0.1:8080/v1/oauth/dexcom/redirect")]
+    dexcom_redirect_uri: String,
+    /// Simulated time at start (RFC 3339); default: now.
+    #[arg(long)]
+    start_time: Option<chrono::DateTime<chrono::Utc>>,
 }
 
 #[derive(Debug, Clone, Copy, ValueEnum)]
@@ -153,6 +204,7 @@ async fn run(command: Command, settings: Settings) -> anyhow::Result<()> {
             println!("{}", tidegate::token::mint(&settings, &req)?);
             Ok(())
         }
+        Command::Sandbox(args) => run_sandbox(args, &settings).await,
         Command::Keys { command: KeysCommand::Rotate } => {
             let store = startup::store(&settings)?;
             let n = keys::rotate(&store).await?;
@@ -161,4 +213,44 @@ async fn run(command: Command, settings: Settings) -> anyhow::Result<()> {
         }
         Command::Keys { command: KeysCommand::Generate { .. } } => unreachable!("handled before loading settings"),
     }
+}
+
+async fn run_sandbox(args: SandboxArgs, settings: &Settings) -> anyhow::Result<()> {
+    use secrecy::ExposeSecret;
+    let partner = |name: &str| settings.partners.get(name);
+    let dexcom = partner("dexcom")
+        .and_then(|p| Some((p.client_id.clone()?, p.client_secret.as_ref()?.expose_secret().to_owned())));
+    let cfg = sandbox::SandboxConfig {
+        listen: args.listen,
+        public_base_url: args.base_url,
+        seed: args.seed,
+        dexcom_people: args.dexcom_people,
+        carelink_people: args.carelink_people,
+        admin: args.admin,
+        dexcom_clients: dexcom
+            .map(|(client_id, secret)| sandbox::OAuthClient {
+                client_id,
+                client_secret: Some(secret),
+                redirect_uris: vec![args.dexcom_redirect_uri.clone()],
+            })
+            .into_iter()
+            .collect(),
+        carelink_client_id: partner("carelink")
+            .and_then(|p| p.client_id.clone())
+            .unwrap_or_else(|| "carelink-sim-app".into()),
+        dexcom_budget_per_hour: (args.dexcom_budget_per_hour > 0).then_some(args.dexcom_budget_per_hour),
+        clinic_server_token: settings
+            .clinic
+            .server_token
+            .as_ref()
+            .map(|t| t.expose_secret().to_owned())
+            .unwrap_or_default(),
+        introspection: None,
+        start_time: args.start_time,
+        history_days: args.history_days,
+    };
+    let sb = sandbox::Sandbox::start(cfg).await?;
+    tracing::info!(listen = %sb.addr, base_url = %sb.base_url, admin = args.admin, "sandbox serving");
+    sb.wait(startup::shutdown_signal()).await;
+    Ok(())
 }
