@@ -2,13 +2,16 @@
 //!
 //! One listener serves every simulated host under a path prefix of a configurable public base
 //! URL: `/dexcom`, `/dexcom-eu`, `/dexcom-jp` (Dexcom API v3, one authorization server per
-//! region), `/carelink-login` (CareLink's Auth0 tenant), `/clcloud` (CareLink's cloud API),
+//! region), `/carelink-login` (CareLink's Auth0 tenant), `/carelink` (CareLink's web host: SSO
+//! configuration and the `/patient/…` API), `/clcloud` (CareLink's cloud: discovery and data),
 //! `/clinic` (the clinic service) and, with `admin`, `/admin` (clock, people, faults, ground
 //! truth, observability). It always serves over HTTP: tests and tidegate talk to it exactly as
 //! they would to the partners.
 
 // Handlers return `axum::response::Response` as their error: it is what they send.
 #![allow(clippy::result_large_err)]
+// The CareLink payload is one large `json!` literal.
+#![recursion_limit = "256"]
 
 pub mod admin;
 pub mod authserver;
@@ -214,6 +217,7 @@ fn router(sim: Shared) -> Router {
     app = app
         .nest("/carelink-login", carelink::login_router())
         .nest("/clcloud", carelink::cloud_router())
+        .nest("/carelink", carelink::web_router())
         .nest("/clinic", clinic::router());
     if sim.cfg.admin {
         app = app.nest("/admin", admin::router());

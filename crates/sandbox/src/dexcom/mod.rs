@@ -15,6 +15,7 @@ use chrono::{DateTime, Timelike, Utc};
 
 use crate::Shared;
 
+pub use oauth::urlencode;
 pub use records::{GroundTruth, truth};
 
 pub fn router(region: &'static str) -> Router<Shared> {
