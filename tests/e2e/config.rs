@@ -87,15 +87,22 @@ fn production_refuses_dev_secrets_hs256_and_secrets_in_files() {
         ("TIDEGATE_TOKEN_KEYS", KEYS),
         ("TIDEGATE_AUTH__ALGORITHM", "ES256"),
         ("TIDEGATE_AUTH__JWKS_URL", "https://auth.example/jwks.json"),
+        ("TIDEGATE_PUBLIC_URL", "https://tidegate.example"),
     ];
-    assert!(load(&good).is_ok());
+    assert!(load(&good).is_ok(), "{:?}", load(&good).err());
+    let http = load(&good[..3]).unwrap_err();
+    assert!(http.to_string().contains("public_url"), "{http}");
 
-    let hs = load(&[("TIDEGATE_TOKEN_KEYS", KEYS), ("TIDEGATE_AUTH__JWT_SECRET", SECRET)]).unwrap_err();
+    let hs = load(&[("TIDEGATE_TOKEN_KEYS", KEYS), ("TIDEGATE_AUTH__JWT_SECRET", SECRET), good[3]]).unwrap_err();
     assert!(hs.to_string().contains("auth.algorithm"), "{hs}");
 
-    let dev_keys =
-        load(&[good[1], good[2], ("TIDEGATE_TOKEN_KEYS", "dev-2026:ZGV2LW9ubHktdG9rZW4ta2V5LW5vdC1hLXNlY3JldCE=")])
-            .unwrap_err();
+    let dev_keys = load(&[
+        good[1],
+        good[2],
+        good[3],
+        ("TIDEGATE_TOKEN_KEYS", "dev-2026:ZGV2LW9ubHktdG9rZW4ta2V5LW5vdC1hLXNlY3JldCE="),
+    ])
+    .unwrap_err();
     assert!(dev_keys.to_string().contains("token_keys"), "{dev_keys}");
 
     let missing = load(&good[1..]).unwrap_err();

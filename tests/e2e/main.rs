@@ -3,6 +3,7 @@
 mod auth;
 mod compose;
 mod config;
+mod connect;
 mod data_sources;
 mod health;
 mod metrics;

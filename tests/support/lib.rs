@@ -81,13 +81,85 @@ pub async fn spawn_app_on(db: TestDb, extra: &[(&str, &str)]) -> TestApp {
     spawn_with_store(db, settings, store).await
 }
 
+/// The app and the partner simulator (which also plays the clinic service), wired together the
+/// way `config/dev.toml` wires them: real HTTP between them, fresh secrets.
+pub struct World {
+    pub app: TestApp,
+    pub sandbox: sandbox::Sandbox,
+}
+
+pub const DEXCOM_CLIENT: &str = "tidegate-test";
+
+/// Start the simulator, then the app pointed at it (partners and clinic), on a fresh database.
+pub async fn spawn_world(extra: &[(&str, &str)]) -> World {
+    logs::init();
+    let clinic_token = format!("clinic-{}", uuid::Uuid::new_v4().simple());
+    let dexcom_secret = format!("dexcom-{}", uuid::Uuid::new_v4().simple());
+    let sb = sandbox::Sandbox::start(sandbox::SandboxConfig {
+        clinic_server_token: clinic_token.clone(),
+        start_time: Some(test_epoch()),
+        ..Default::default()
+    })
+    .await
+    .expect("sandbox starts");
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind");
+    let public_url = format!("http://{}", listener.local_addr().expect("addr"));
+    sb.sim.register_dexcom_client(sandbox::OAuthClient {
+        client_id: DEXCOM_CLIENT.into(),
+        client_secret: Some(dexcom_secret.clone()),
+        redirect_uris: vec![format!("{public_url}/v1/oauth/dexcom/redirect")],
+    });
+    let base = sb.base_url.clone();
+    let mut vars: Vec<(String, String)> = vec![
+        ("TIDEGATE_PUBLIC_URL".into(), public_url),
+        ("TIDEGATE_CLINIC__URL".into(), format!("{base}/clinic")),
+        ("TIDEGATE_CLINIC__SERVER_TOKEN".into(), clinic_token),
+        ("TIDEGATE_PARTNERS__DEXCOM__CLIENT_ID".into(), DEXCOM_CLIENT.into()),
+        ("TIDEGATE_PARTNERS__DEXCOM__CLIENT_SECRET".into(), dexcom_secret),
+    ];
+    for (region, prefix) in sandbox::DEXCOM_REGIONS {
+        let r = region.to_uppercase();
+        vars.push((
+            format!("TIDEGATE_PARTNERS__DEXCOM__REGIONS__{r}__AUTHORIZE_URL"),
+            format!("{base}{prefix}/v3/oauth2/login"),
+        ));
+        vars.push((
+            format!("TIDEGATE_PARTNERS__DEXCOM__REGIONS__{r}__TOKEN_URL"),
+            format!("{base}{prefix}/v3/oauth2/token"),
+        ));
+        vars.push((format!("TIDEGATE_PARTNERS__DEXCOM__REGIONS__{r}__API_BASE_URL"), format!("{base}{prefix}")));
+    }
+    for r in ["US", "EU"] {
+        vars.push((
+            format!("TIDEGATE_PARTNERS__CARELINK__REGIONS__{r}__DISCOVERY_URL"),
+            format!("{base}/clcloud/connect/carepartner/v13/discover/android/3.6"),
+        ));
+    }
+    for (k, v) in extra {
+        vars.push(((*k).to_owned(), (*v).to_owned()));
+    }
+    let db = TestDb::create().await;
+    let refs: Vec<(&str, &str)> = vars.iter().map(|(k, v)| (k.as_str(), v.as_str())).collect();
+    let settings = test_settings(&db.url, &refs);
+    let store = tidegate::startup::store(&settings).expect("store");
+    store.migrate().await.expect("migrations");
+    let app = spawn_on(listener, db, settings, store).await;
+    World { app, sandbox: sb }
+}
+
 /// Start the app with a given settings and store (the database is not migrated here).
 pub async fn spawn_with_store(db: TestDb, settings: Settings, store: store::Store) -> TestApp {
+    let listener = tokio::net::TcpListener::bind(settings.listen).await.expect("bind");
+    spawn_on(listener, db, settings, store).await
+}
+
+async fn spawn_on(listener: tokio::net::TcpListener, db: TestDb, settings: Settings, store: store::Store) -> TestApp {
     logs::init();
     let clock = Arc::new(ManualClock::new(test_epoch()));
     let shared: SharedClock = clock.clone();
-    let app =
-        tidegate::Application::build_with(settings.clone(), store.clone(), shared, None).await.expect("app builds");
+    let app = tidegate::Application::build_on(listener, settings.clone(), store.clone(), shared, None)
+        .await
+        .expect("app builds");
     let (addr, ops_addr) = (app.public_addr(), app.ops_addr());
     let (tx, rx) = tokio::sync::oneshot::channel::<()>();
     let server = tokio::spawn(app.run_until(async move {

@@ -3,9 +3,11 @@
 mod access;
 pub mod auth;
 pub mod clinic;
+mod connect;
 pub mod error;
 mod extract;
 mod middleware;
+mod pages;
 mod readiness;
 mod routes;
 mod state;
@@ -15,7 +17,7 @@ pub use clinic::ClinicDirectory;
 pub use error::ApiError;
 pub use readiness::ReadinessProbe;
 pub use routes::{HttpSettings, ops_router, public_router};
-pub use state::AppState;
+pub use state::{AppState, ConnectSettings};
 
 /// The OpenAPI document served at `/openapi.yaml`.
 pub const OPENAPI_YAML: &str = include_str!("../../../openapi.yaml");

@@ -92,7 +92,7 @@ struct State {
 #[derive(Debug)]
 pub struct AuthServer {
     pub policy: AuthPolicy,
-    clients: Vec<OAuthClient>,
+    clients: Mutex<Vec<OAuthClient>>,
     state: Mutex<State>,
 }
 
@@ -149,15 +149,22 @@ pub fn s256(verifier: &str) -> String {
 
 impl AuthServer {
     pub fn new(policy: AuthPolicy, clients: Vec<OAuthClient>) -> Self {
-        Self { policy, clients, state: Mutex::new(State::default()) }
+        Self { policy, clients: Mutex::new(clients), state: Mutex::new(State::default()) }
     }
 
     fn lock(&self) -> std::sync::MutexGuard<'_, State> {
         self.state.lock().unwrap_or_else(|e| e.into_inner())
     }
 
-    pub fn client(&self, client_id: &str) -> Option<&OAuthClient> {
-        self.clients.iter().find(|c| c.client_id == client_id)
+    pub fn client(&self, client_id: &str) -> Option<OAuthClient> {
+        self.clients.lock().unwrap_or_else(|e| e.into_inner()).iter().find(|c| c.client_id == client_id).cloned()
+    }
+
+    /// Register (or replace) a client at run time.
+    pub fn register(&self, client: OAuthClient) {
+        let mut clients = self.clients.lock().unwrap_or_else(|e| e.into_inner());
+        clients.retain(|c| c.client_id != client.client_id);
+        clients.push(client);
     }
 
     /// Check a client and an exact redirect URI (before showing a sign-in page).

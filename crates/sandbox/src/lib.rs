@@ -129,6 +129,13 @@ impl Sim {
         self.people.iter().filter(move |p| p.partner == partner)
     }
 
+    /// Register a Dexcom client in every region (e.g. once the client's callback port is known).
+    pub fn register_dexcom_client(&self, client: OAuthClient) {
+        for (_, auth) in &self.dexcom_auth {
+            auth.register(client.clone());
+        }
+    }
+
     pub fn dexcom_region(&self, region: &str) -> Option<&AuthServer> {
         self.dexcom_auth.iter().find(|(r, _)| r == region).map(|(_, a)| a)
     }

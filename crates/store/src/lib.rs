@@ -7,6 +7,7 @@ pub mod data_sources;
 mod db;
 mod error;
 pub mod lifecycle;
+pub mod link_tokens;
 pub mod oauth_authorizations;
 pub mod outbox;
 pub mod poll_schedule;

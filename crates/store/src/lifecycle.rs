@@ -50,3 +50,145 @@ impl Store {
         Ok(Some(updated))
     }
 }
+
+/// Why a connection was not stored.
+#[derive(Debug, thiserror::Error)]
+pub enum ConnectError {
+    /// The partner account is already linked to another of our users.
+    #[error("the partner account is already linked to another user")]
+    AccountLinkedElsewhere,
+    #[error(transparent)]
+    Store(#[from] crate::StoreError),
+}
+
+/// A successful code exchange, ready to store.
+#[derive(Debug, Clone)]
+pub struct Connection {
+    pub user: UserId,
+    pub provider: ProviderName,
+    pub region: Option<String>,
+    pub partner_account_id: String,
+    pub access_token: secrecy::SecretString,
+    pub refresh_token: Option<secrecy::SecretString>,
+    pub access_expires_at: Option<DateTime<Utc>>,
+    pub scope: Option<String>,
+    /// The link token the flow started from (consumed now).
+    pub link_token_hash: Option<Vec<u8>>,
+    /// When the first poll should run (within a minute, jittered).
+    pub first_poll_at: DateTime<Utc>,
+}
+
+impl Store {
+    /// Store a new connection, replacing any older session of the same source — only now, after
+    /// the code exchange succeeded — in one transaction with the schedule, the clinic report, the
+    /// audit entry and the link token's consumption.
+    pub async fn connect(&self, actor: &Actor, c: &Connection, now: DateTime<Utc>) -> Result<DataSource, ConnectError> {
+        let mut tx = self.pool.begin().await.map_err(crate::StoreError::from)?;
+        let current = data_sources::lock(&mut tx, &c.user, &c.provider).await?;
+        let ever = current.as_ref().is_some_and(|s| s.ever_connected);
+        let state = match transition(current.as_ref().map(|s| s.state), ever, Event::Connected) {
+            Transition::To(s) => s,
+            Transition::Unchanged => model::DataSourceState::Connected,
+        };
+        let change = StateChange { state, error: None, expiration_time: None, region: c.region.clone(), now };
+        let source = match &current {
+            Some(s) => data_sources::update_state(&mut tx, &s.id, &change).await?,
+            None => data_sources::insert(&mut tx, &c.user, &c.provider, &change).await?,
+        };
+        let session = provider_sessions::NewSession {
+            data_source_id: source.id.clone(),
+            user_id: c.user.clone(),
+            provider: c.provider.clone(),
+            region: c.region.clone(),
+            partner_account_id: c.partner_account_id.clone(),
+            access_token: c.access_token.clone(),
+            refresh_token: c.refresh_token.clone(),
+            access_expires_at: c.access_expires_at,
+            scope: c.scope.clone(),
+        };
+        match provider_sessions::upsert(&mut tx, &self.keys, &session, now).await {
+            Ok(()) => {}
+            Err(crate::StoreError::Conflict { constraint })
+                if constraint == "provider_sessions_partner_account_key" =>
+            {
+                return Err(ConnectError::AccountLinkedElsewhere);
+            }
+            Err(e) => return Err(e.into()),
+        }
+        poll_schedule::start(&mut tx, &source.id, &c.user, &c.provider, c.first_poll_at, now).await?;
+        outbox::enqueue_clinic_report(&mut tx, &c.user, now).await?;
+        if let Some(h) = &c.link_token_hash {
+            crate::link_tokens::consume(&mut tx, h, now).await?;
+        }
+        audit::record(
+            &mut tx,
+            &Entry {
+                actor,
+                action: "connect",
+                user_id: Some(&c.user),
+                data_source_id: Some(&source.id),
+                detail: serde_json::json!({ "provider": c.provider.as_str(), "region": c.region, "from": current.map(|s| s.state) }),
+                time: now,
+            },
+        )
+        .await?;
+        tx.commit().await.map_err(crate::StoreError::from)?;
+        Ok(source)
+    }
+}
+
+/// One broken invariant (DESIGN §2).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Violation {
+    pub data_source_id: String,
+    pub rule: &'static str,
+}
+
+/// Check the data-source invariants over the whole database (used by tests after every
+/// scenario, and shipped as `tidegate doctor`).
+pub async fn check_invariants(store: &Store) -> crate::Result<Vec<Violation>> {
+    let rules: [(&'static str, &'static str); 8] = [
+        (
+            "connected ⇒ provider session exists",
+            "SELECT d.id FROM data_sources d LEFT JOIN provider_sessions s ON s.data_source_id = d.id
+             WHERE d.state = 'connected' AND s.data_source_id IS NULL",
+        ),
+        (
+            "connected ⇒ active poll schedule exists",
+            "SELECT d.id FROM data_sources d LEFT JOIN poll_schedule p ON p.data_source_id = d.id
+             WHERE d.state = 'connected' AND (p.data_source_id IS NULL OR p.paused)",
+        ),
+        (
+            "disconnected ⇒ no provider session",
+            "SELECT d.id FROM data_sources d JOIN provider_sessions s ON s.data_source_id = d.id WHERE d.state = 'disconnected'",
+        ),
+        (
+            "disconnected ⇒ no poll schedule",
+            "SELECT d.id FROM data_sources d JOIN poll_schedule p ON p.data_source_id = d.id WHERE d.state = 'disconnected'",
+        ),
+        (
+            "error ⇒ error recorded",
+            "SELECT id FROM data_sources WHERE (state = 'error') <> (error IS NOT NULL)",
+        ),
+        (
+            "error ⇒ poll schedule paused",
+            "SELECT d.id FROM data_sources d JOIN poll_schedule p ON p.data_source_id = d.id WHERE d.state = 'error' AND NOT p.paused",
+        ),
+        (
+            "pending ⇒ expiration time set, not polled",
+            "SELECT d.id FROM data_sources d LEFT JOIN poll_schedule p ON p.data_source_id = d.id AND NOT p.paused
+             WHERE d.state IN ('pending', 'pendingReconnect') AND (d.expiration_time IS NULL OR p.data_source_id IS NOT NULL)",
+        ),
+        (
+            "imported data ⇒ earliest/latest/last import times set",
+            "SELECT d.id FROM data_sources d WHERE EXISTS (SELECT 1 FROM datums x WHERE x.data_source_id = d.id)
+             AND (d.earliest_data_time IS NULL OR d.latest_data_time IS NULL OR d.last_import_time IS NULL)",
+        ),
+    ];
+    let mut out = Vec::new();
+    for (rule, sql) in rules {
+        let ids: Vec<String> = sqlx::query_scalar(sqlx::AssertSqlSafe(sql)).fetch_all(store.pool()).await?;
+        out.extend(ids.into_iter().map(|data_source_id| Violation { data_source_id, rule }));
+    }
+    Ok(out)
+}

@@ -49,6 +49,9 @@ pub struct Settings {
     pub config_dir: Option<String>,
     pub listen: SocketAddr,
     pub ops_listen: SocketAddr,
+    /// The public base URL of this service (callbacks and links are built from it).
+    pub public_url: String,
+    pub oauth: OAuthConfig,
     pub database: DatabaseSettings,
     /// `kid:base64(32 bytes)[,…]`: the first key encrypts, all decrypt.
     #[serde(default)]
@@ -145,16 +148,23 @@ pub struct LogConfig {
     pub filter: String,
 }
 
+pub use partners::PartnerSettings as PartnerConfig;
+
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
-pub struct PartnerConfig {
-    pub display_name: String,
-    /// OAuth client id registered at the partner.
+pub struct OAuthConfig {
+    /// Where to send the browser after a successful connection (our own page when unset).
     #[serde(default)]
-    pub client_id: Option<String>,
-    /// OAuth client secret (confidential clients such as Dexcom's).
+    pub authorized_url: Option<String>,
+    /// Where to send the browser when the person declined (our own page when unset).
     #[serde(default)]
-    pub client_secret: Option<SecretString>,
+    pub declined_url: Option<String>,
+    /// Longest lifetime of a link token minted through the API.
+    pub link_token_max_ttl_secs: u64,
+    /// Lifetime of the link in a clinician's connection request.
+    pub connection_request_ttl_days: i64,
+    /// Lifetime of one OAuth attempt (state, PKCE verifier, browser binding).
+    pub authorization_ttl_secs: i64,
 }
 
 /// Where to find the config files: `TIDEGATE_CONFIG_DIR`, else `./config`, else the repository's
@@ -262,6 +272,14 @@ impl Settings {
                 ));
             }
         }
+        check_url("public_url", &self.public_url)?;
+        for (key, url) in
+            [("oauth.authorized_url", &self.oauth.authorized_url), ("oauth.declined_url", &self.oauth.declined_url)]
+        {
+            if let Some(url) = url {
+                check_url(key, url)?;
+            }
+        }
         if self.http.body_limit_bytes < 1024 {
             return Err(invalid("http.body_limit_bytes", "must be at least 1024"));
         }
@@ -304,6 +322,9 @@ impl Settings {
                     return Err(ConfigError::Invalid { key, reason: "is a dev secret; production refuses it".into() });
                 }
             }
+        }
+        if !self.public_url.starts_with("https://") {
+            return Err(invalid("public_url", "must be https in production"));
         }
         if let Some(keys) = &self.token_keys
             && keys.expose_secret().split(',').any(|e| e.trim().starts_with("dev"))
@@ -382,4 +403,16 @@ impl Settings {
 fn check_url(key: &'static str, url: &str) -> Result<(), ConfigError> {
     let ok = (url.starts_with("http://") || url.starts_with("https://")) && reqwest::Url::parse(url).is_ok();
     if ok { Ok(()) } else { Err(invalid(key, format!("{url:?} is not an http(s) URL"))) }
+}
+
+impl Settings {
+    /// The partner registry this configuration describes.
+    pub fn registry(&self) -> Result<partners::Registry, ConfigError> {
+        partners::Registry::new(&self.partners, &self.public_url).map_err(|e| invalid("partners", e.to_string()))
+    }
+
+    /// Plain-http partner endpoints (e.g. revocation) are allowed only outside production.
+    pub fn allow_insecure_http(&self) -> bool {
+        self.env != "production"
+    }
 }

@@ -1,6 +1,5 @@
 //! Builds the application from settings: pool, clock, migrations, routers, listeners.
 
-use std::collections::BTreeSet;
 use std::future::Future;
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -8,7 +7,7 @@ use std::time::Duration;
 
 use anyhow::Context;
 use api::{AppState, Authenticator, ClinicDirectory, ReadinessProbe};
-use model::{ProviderName, SharedClock};
+use model::SharedClock;
 use secrecy::SecretString;
 use store::Store;
 use tokio::net::TcpListener;
@@ -76,9 +75,31 @@ impl Application {
         clock: SharedClock,
         clock_task: Option<TaskGuard>,
     ) -> anyhow::Result<Self> {
+        let public =
+            TcpListener::bind(settings.listen).await.with_context(|| format!("binding listen {}", settings.listen))?;
+        Self::build_on(public, settings, store, clock, clock_task).await
+    }
+
+    /// Like [`Application::build_with`], serving the public API on an already bound listener
+    /// (tests bind first, so `public_url` can name the port).
+    pub async fn build_on(
+        public: TcpListener,
+        settings: Settings,
+        store: Store,
+        clock: SharedClock,
+        clock_task: Option<TaskGuard>,
+    ) -> anyhow::Result<Self> {
         let auth = Authenticator::new(&settings.auth_settings()?).context("auth settings")?;
-        let providers: BTreeSet<ProviderName> =
-            settings.partners.keys().map(|k| ProviderName::parse(k)).collect::<Result<_, _>>()?;
+        let partners = settings.registry()?;
+        let connect = api::ConnectSettings {
+            public_url: settings.public_url.clone(),
+            authorized_url: settings.oauth.authorized_url.clone(),
+            declined_url: settings.oauth.declined_url.clone(),
+            link_token_max_ttl: chrono::Duration::seconds(settings.oauth.link_token_max_ttl_secs as i64),
+            connection_request_ttl: chrono::Duration::days(settings.oauth.connection_request_ttl_days),
+            authorization_ttl: chrono::Duration::seconds(settings.oauth.authorization_ttl_secs),
+            allow_insecure_http: settings.allow_insecure_http(),
+        };
         let clinic = match (&settings.clinic.url, &settings.clinic.server_token) {
             (Some(url), Some(token)) => Some(ClinicDirectory::new(
                 url,
@@ -92,11 +113,10 @@ impl Application {
             clock,
             auth: Arc::new(auth),
             readiness: Arc::new(ReadinessProbe::new()),
-            providers: Arc::new(providers),
+            partners,
+            connect: Arc::new(connect),
             clinic,
         };
-        let public =
-            TcpListener::bind(settings.listen).await.with_context(|| format!("binding listen {}", settings.listen))?;
         let ops = TcpListener::bind(settings.ops_listen)
             .await
             .with_context(|| format!("binding ops_listen {}", settings.ops_listen))?;

@@ -1,6 +1,7 @@
 //! Routers. Each module exposes `fn router() -> Router<AppState>`; handlers stay thin and call
 //! the store (domain operations) and the tenant rules.
 
+mod connect;
 mod data_sources;
 mod health;
 mod oauth;
@@ -54,6 +55,7 @@ pub fn public_router(state: AppState, http: &HttpSettings) -> Router {
         .merge(health::router())
         .merge(data_sources::router())
         .merge(oauth::router())
+        .merge(connect::router())
         .fallback(|| async { ApiError::NotFound })
         .with_state(state)
         .layer(

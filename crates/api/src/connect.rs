@@ -1,0 +1,591 @@
+//! The connect flow (DESIGN §2a, RFC 6749 + RFC 9700): link token → authorization record and
+//! browser binding → the partner's sign-in → callback (or pasted URL) → code exchange → partner
+//! account identity → one transaction storing the connection. Every refusal is a page that says
+//! what happened and what to do, and changes nothing.
+
+use axum::http::{HeaderMap, StatusCode, header};
+use axum::response::Response;
+use chrono::Duration;
+use model::{LinkTokenId, ProviderName};
+use partners::carelink::{self, Role as ClRole};
+use partners::registry::{Driver, Partner, ResolvedRegion};
+use partners::{PartnerError, RedirectMode, TokenSet};
+use rand::Rng;
+use secrecy::{ExposeSecret, SecretString};
+use sha2::{Digest, Sha256};
+use store::audit::Actor;
+use store::lifecycle::{ConnectError, Connection};
+use store::link_tokens::{self, LinkToken};
+use store::oauth_authorizations::{self, Authorization, NewAuthorization, Pending};
+
+use crate::pages::{esc, page, problem, see_other};
+use crate::state::AppState;
+
+pub const COOKIE: &str = "tidegate_oauth";
+
+/// Callback parameters, from the query string or from a pasted URL.
+#[derive(Debug, Default, Clone, serde::Deserialize)]
+pub struct CallbackParams {
+    pub code: Option<String>,
+    pub state: Option<String>,
+    pub iss: Option<String>,
+    pub error: Option<String>,
+}
+
+impl CallbackParams {
+    /// Parse the address a person pasted (`scheme:/path?code=…&state=…`, or just the query).
+    pub fn from_pasted(url: &str) -> Option<Self> {
+        let url = url.trim();
+        let query = url.split_once('?').map(|(_, q)| q).unwrap_or(url);
+        let query = query.split('#').next().unwrap_or(query);
+        let parsed = reqwest::Url::parse(&format!("http://pasted.invalid/?{query}")).ok()?;
+        let mut p = CallbackParams::default();
+        for (k, v) in parsed.query_pairs() {
+            match k.as_ref() {
+                "code" => p.code = Some(v.into_owned()),
+                "state" => p.state = Some(v.into_owned()),
+                "iss" => p.iss = Some(v.into_owned()),
+                "error" => p.error = Some(v.into_owned()),
+                _ => {}
+            }
+        }
+        (p.state.is_some() || p.code.is_some() || p.error.is_some()).then_some(p)
+    }
+}
+
+fn sha256(s: &str) -> Vec<u8> {
+    Sha256::digest(s.as_bytes()).to_vec()
+}
+
+fn cookie_value(headers: &HeaderMap) -> Option<String> {
+    headers.get_all(header::COOKIE).iter().filter_map(|v| v.to_str().ok()).flat_map(|v| v.split(';')).find_map(|c| {
+        let (k, v) = c.trim().split_once('=')?;
+        (k == COOKIE).then(|| v.to_owned())
+    })
+}
+
+fn link_problem(title: &str, what: &str) -> Response {
+    problem(StatusCode::GONE, title, what, "Ask for a new link (in the app, or from your clinic), then open it again.")
+}
+
+/// Check a link token for a provider's authorize path.
+async fn check_link(state: &AppState, raw: Option<&str>, provider: &ProviderName) -> Result<LinkToken, Response> {
+    let raw = raw.ok_or_else(|| {
+        problem(
+            StatusCode::BAD_REQUEST,
+            "This link is incomplete",
+            "The address is missing its access code.",
+            "Open the link exactly as you received it.",
+        )
+    })?;
+    let id = LinkTokenId::parse(raw).map_err(|_| {
+        problem(
+            StatusCode::BAD_REQUEST,
+            "This link is not valid",
+            "The access code in the address is malformed.",
+            "Open the link exactly as you received it.",
+        )
+    })?;
+    let mut conn = state.store.pool().acquire().await.map_err(|_| unavailable())?;
+    let token = link_tokens::find(&mut conn, &link_tokens::hash(&id)).await.map_err(|_| unavailable())?;
+    let token = token.ok_or_else(|| {
+        problem(
+            StatusCode::NOT_FOUND,
+            "This link is not valid",
+            "We do not know this link.",
+            "Ask for a new link, then open it again.",
+        )
+    })?;
+    if token.consumed_time.is_some() {
+        return Err(link_problem("This link was already used", "The account was connected with this link already."));
+    }
+    if token.expiration_time <= state.clock.now() {
+        return Err(link_problem(
+            "This link has expired",
+            "Links to connect an account are only valid for a limited time.",
+        ));
+    }
+    if !token.allows(&format!("/v1/oauth/{provider}/authorize")) {
+        return Err(problem(
+            StatusCode::FORBIDDEN,
+            "This link is for something else",
+            "This link does not allow connecting this partner.",
+            "Use the link meant for this partner.",
+        ));
+    }
+    Ok(token)
+}
+
+fn unavailable() -> Response {
+    problem(
+        StatusCode::SERVICE_UNAVAILABLE,
+        "Please try again shortly",
+        "We could not complete this step just now.",
+        "Nothing was changed. Try again in a few minutes.",
+    )
+}
+
+fn partner_unavailable(partner: &Partner) -> Response {
+    problem(
+        StatusCode::SERVICE_UNAVAILABLE,
+        &format!("{} cannot be reached", partner.display_name()),
+        &format!("We could not reach {} just now.", partner.display_name()),
+        "Nothing was changed. Try again in a few minutes with the same link.",
+    )
+}
+
+/// `GET /v1/oauth/{provider}/authorize?restricted_token=…[&region=…]`
+pub async fn authorize(
+    state: &AppState,
+    provider: &ProviderName,
+    restricted_token: Option<&str>,
+    region: Option<&str>,
+) -> Response {
+    let Some(partner) = state.partners.get(provider) else {
+        return problem(
+            StatusCode::NOT_FOUND,
+            "Unknown partner",
+            "We do not connect to this partner.",
+            "Check the link.",
+        );
+    };
+    let link = match check_link(state, restricted_token, provider).await {
+        Ok(l) => l,
+        Err(r) => return r,
+    };
+    let region = match region.map(str::to_owned).or_else(|| partner.implied_region()) {
+        Some(r) if partner.regions().contains(&r) => r,
+        Some(_) => {
+            return problem(
+                StatusCode::BAD_REQUEST,
+                "Unknown region",
+                "The region in the address is not one we know.",
+                "Go back and choose your region again.",
+            );
+        }
+        None => return region_choice(partner, provider, restricted_token.unwrap_or_default()),
+    };
+    let resolved = match partner.resolve(&region).await {
+        Ok(r) => r,
+        Err(e) => {
+            tracing::warn!(provider = %provider, region, error = %e, "resolving partner endpoints failed");
+            return partner_unavailable(partner);
+        }
+    };
+    let oauth_state = partners::oauth::random_token(32);
+    let binding = partners::oauth::random_token(32);
+    let verifier = resolved.oauth.pkce.then(|| partners::oauth::random_token(48));
+    let challenge = verifier.as_ref().map(partners::oauth::pkce_challenge);
+    let now = state.clock.now();
+    let new = NewAuthorization {
+        state: oauth_state.clone(),
+        browser_binding: binding.clone(),
+        user_id: link.user_id.clone(),
+        provider: provider.clone(),
+        region: region.clone(),
+        link_token_hash: link.token_hash.clone(),
+        pkce_verifier: verifier,
+        expires_at: now + state.connect.authorization_ttl,
+    };
+    let inserted = async {
+        let mut conn = state.store.pool().acquire().await?;
+        oauth_authorizations::insert(&mut conn, state.store.keys(), &new, now).await
+    }
+    .await;
+    if let Err(e) = inserted {
+        tracing::error!(error = %e, "storing the authorization failed");
+        return unavailable();
+    }
+    let url = resolved.oauth.authorize_url(oauth_state.expose_secret(), challenge.as_deref());
+    let mut resp = match partner.redirect_mode() {
+        RedirectMode::Web => see_other(&url),
+        RedirectMode::Paste => paste_page(partner, provider, &url),
+    };
+    let cookie = format!(
+        "{COOKIE}={}; HttpOnly; SameSite=Lax; Path=/v1/oauth/{provider}; Max-Age={}{}",
+        binding.expose_secret(),
+        state.connect.authorization_ttl.num_seconds(),
+        if state.connect.secure_cookies() { "; Secure" } else { "" }
+    );
+    if let Ok(v) = cookie.parse() {
+        resp.headers_mut().append(header::SET_COOKIE, v);
+    }
+    resp
+}
+
+fn region_choice(partner: &Partner, provider: &ProviderName, token: &str) -> Response {
+    let links: String = partner
+        .regions()
+        .iter()
+        .map(|r| {
+            format!(
+                "<li><a class=\"button\" href=\"/v1/oauth/{provider}/authorize?restricted_token={}&amp;region={}\">{}</a></li>",
+                esc(token),
+                esc(r),
+                esc(&partner.region_label(r))
+            )
+        })
+        .collect();
+    page(
+        StatusCode::OK,
+        &format!("Connect {}", partner.display_name()),
+        &format!("<p>Where is your {} account registered?</p><ul>{links}</ul>", esc(partner.display_name())),
+    )
+}
+
+fn paste_page(partner: &Partner, provider: &ProviderName, url: &str) -> Response {
+    let name = esc(partner.display_name());
+    page(
+        StatusCode::OK,
+        &format!("Connect {name}"),
+        &format!(
+            "<p>{name} only sends people back to its own phone app, so connecting takes one extra step.</p>\
+             <ol><li><a class=\"button\" id=\"partner-link\" href=\"{link}\" target=\"_blank\" rel=\"noopener noreferrer\">Sign in to {name}</a><br>\
+             Use your {name} care-partner (follower) account.</li>\
+             <li>After you sign in, your browser tries to open an address that starts with \
+             <code>com.medtronic.carepartner:/sso?code=</code> and shows an error or an empty page. \
+             Copy that whole address from the address bar.</li>\
+             <li>Paste it here and press Connect.</li></ol>\
+             <form method=\"post\" action=\"/v1/oauth/{provider}/redirect\">\
+             <label for=\"url\">Address from {name}</label>\
+             <input type=\"text\" id=\"url\" name=\"url\" required autocomplete=\"off\" spellcheck=\"false\" \
+             placeholder=\"com.medtronic.carepartner:/sso?code=…&amp;state=…\">\
+             <button type=\"submit\" id=\"connect\">Connect</button></form>\
+             <p class=\"note\">We never see or store your {name} password. This page works for 10 minutes.</p>",
+            link = esc(url)
+        ),
+    )
+}
+
+fn finished(state: &AppState, partner: &Partner) -> Response {
+    match &state.connect.authorized_url {
+        Some(url) => see_other(url),
+        None => page(
+            StatusCode::OK,
+            &format!("{} is connected", partner.display_name()),
+            &format!(
+                "<p id=\"result\" data-result=\"connected\">Your {} data will start arriving within a few minutes and is then kept up to date automatically.</p>\
+                 <p>You can close this page. You can disconnect at any time in the app.</p>",
+                esc(partner.display_name())
+            ),
+        ),
+    }
+}
+
+fn declined(state: &AppState, partner: &Partner) -> Response {
+    match &state.connect.declined_url {
+        Some(url) => see_other(url),
+        None => page(
+            StatusCode::OK,
+            "Nothing was connected",
+            &format!(
+                "<p id=\"result\" data-result=\"declined\">You chose not to share your {} data. Nothing was changed.</p>\
+                 <p>If that was a mistake, open your link again: it still works.</p>",
+                esc(partner.display_name())
+            ),
+        ),
+    }
+}
+
+fn refused(title: &str, what: &str) -> Response {
+    problem(StatusCode::BAD_REQUEST, title, what, "Nothing was changed. Open your link again to start over.")
+}
+
+/// `GET|POST /v1/oauth/{provider}/redirect`.
+pub async fn callback(state: &AppState, provider: &ProviderName, headers: &HeaderMap, p: CallbackParams) -> Response {
+    let Some(partner) = state.partners.get(provider) else {
+        return problem(
+            StatusCode::NOT_FOUND,
+            "Unknown partner",
+            "We do not connect to this partner.",
+            "Check the link.",
+        );
+    };
+    let Some(raw_state) = p.state.as_deref().filter(|s| !s.is_empty() && s.len() <= 512) else {
+        return refused("This sign-in cannot be completed", "The answer from the partner is missing its state.");
+    };
+    let now = state.clock.now();
+    let claimed = async {
+        let mut tx = state.store.begin().await?;
+        let a = oauth_authorizations::claim_by_state(
+            &mut tx,
+            state.store.keys(),
+            &SecretString::from(raw_state.to_owned()),
+            now,
+        )
+        .await?;
+        tx.commit().await?;
+        Ok::<_, store::StoreError>(a)
+    }
+    .await;
+    let a = match claimed {
+        Ok(Some(a)) => a,
+        Ok(None) => {
+            return refused("This sign-in cannot be completed", "We did not start this sign-in (unknown state).");
+        }
+        Err(e) => {
+            tracing::error!(error = %e, "claiming the authorization failed");
+            return unavailable();
+        }
+    };
+    if a.used_at.is_some() {
+        return refused("This sign-in was already used", "Each sign-in can be completed only once.");
+    }
+    if a.expires_at <= now {
+        return refused("This sign-in has expired", "More than 10 minutes passed since you started.");
+    }
+    if &a.provider != provider {
+        return refused("This sign-in belongs to another partner", "The answer arrived at the wrong place.");
+    }
+    match cookie_value(headers) {
+        Some(c) if sha256(&c) == a.browser_binding_hash => {}
+        _ => {
+            return refused(
+                "Please finish in the same browser",
+                "This sign-in was started in another browser (or its cookie was removed).",
+            );
+        }
+    }
+    if let Some(err) = &p.error {
+        if err == "access_denied" {
+            return declined(state, partner);
+        }
+        tracing::info!(provider = %provider, error = %err.chars().take(64).collect::<String>(), "partner returned an error");
+        return refused(
+            &format!("{} did not complete the sign-in", partner.display_name()),
+            "The partner reported an error.",
+        );
+    }
+    if let Some(expected) = &partner.settings.expected_issuer
+        && p.iss.as_deref() != Some(expected.as_str())
+    {
+        return refused(
+            "This sign-in cannot be completed",
+            "The answer did not come from the expected sign-in server.",
+        );
+    }
+    let Some(code) = p.code.as_deref().filter(|c| !c.is_empty()) else {
+        return refused("This sign-in cannot be completed", "The answer from the partner is missing its code.");
+    };
+    let region = a.region.clone().unwrap_or_default();
+    let resolved = match partner.resolve(&region).await {
+        Ok(r) => r,
+        Err(_) => return partner_unavailable(partner),
+    };
+    let tokens = match resolved.oauth.exchange_code(&partner.http, code, a.pkce_verifier.as_ref()).await {
+        Ok(t) => t,
+        Err(e) => return exchange_failed(partner, &e),
+    };
+    finish_with_identity(state, partner, &resolved, a, tokens).await
+}
+
+fn exchange_failed(partner: &Partner, e: &PartnerError) -> Response {
+    tracing::warn!(provider = %partner.name, error = %e, "code exchange failed");
+    if e.is_transient() {
+        return partner_unavailable(partner);
+    }
+    refused(
+        &format!("{} did not accept the sign-in", partner.display_name()),
+        &format!("{} refused to complete the connection (the sign-in code was not accepted).", partner.display_name()),
+    )
+}
+
+/// After the exchange: find the partner account, then store (or ask the care partner to choose).
+async fn finish_with_identity(
+    state: &AppState,
+    partner: &Partner,
+    resolved: &ResolvedRegion,
+    a: Authorization,
+    tokens: TokenSet,
+) -> Response {
+    let account_id = match partner.driver {
+        Driver::Dexcom => match partners::dexcom::account_id(
+            &partner.http,
+            &resolved.api_base_url,
+            tokens.access_token.expose_secret(),
+        )
+        .await
+        {
+            Ok(id) => id,
+            Err(e) => return identity_failed(partner, &e),
+        },
+        Driver::Carelink => {
+            let web = resolved.web_base_url.clone().unwrap_or_default();
+            let account = match carelink::account(&partner.http, &web, tokens.access_token.expose_secret()).await {
+                Ok(acc) => acc,
+                Err(e) => return identity_failed(partner, &e),
+            };
+            match (&account.role, account.patients.as_slice()) {
+                (ClRole::Patient, _) => account.account_id(None),
+                (ClRole::CarePartner, [one]) => account.account_id(Some(one)),
+                (ClRole::CarePartner, []) => {
+                    return problem(
+                        StatusCode::BAD_REQUEST,
+                        "No patient to follow",
+                        "This CareLink care-partner account does not follow any patient yet.",
+                        "Link the patient to this account in the CareLink app, then open your link again.",
+                    );
+                }
+                (ClRole::CarePartner, several) => {
+                    return choose_patient(state, partner, &a, tokens, &account, several).await;
+                }
+            }
+        }
+        Driver::Generic => format!("user:{}", a.user_id),
+    };
+    store_connection(state, partner, &a, tokens, account_id).await
+}
+
+fn identity_failed(partner: &Partner, e: &PartnerError) -> Response {
+    tracing::warn!(provider = %partner.name, error = %e, "looking up the partner account failed");
+    if e.is_transient() {
+        return partner_unavailable(partner);
+    }
+    problem(
+        StatusCode::BAD_GATEWAY,
+        &format!("{} answered unexpectedly", partner.display_name()),
+        "We could not identify the account you signed in with.",
+        "Nothing was changed. Please try again later.",
+    )
+}
+
+async fn store_connection(
+    state: &AppState,
+    partner: &Partner,
+    a: &Authorization,
+    tokens: TokenSet,
+    account_id: String,
+) -> Response {
+    let now = state.clock.now();
+    let jitter = Duration::seconds(rand::rng().random_range(5..60));
+    let c = Connection {
+        user: a.user_id.clone(),
+        provider: a.provider.clone(),
+        region: a.region.clone(),
+        partner_account_id: account_id,
+        access_expires_at: tokens.expires_in.and_then(|d| Duration::from_std(d).ok()).map(|d| now + d),
+        access_token: tokens.access_token,
+        refresh_token: tokens.refresh_token,
+        scope: tokens.scope,
+        link_token_hash: a.link_token_hash.clone(),
+        first_poll_at: now + jitter,
+    };
+    let actor = Actor { sub: a.user_id.to_string(), role: "patient".into() };
+    match state.store.connect(&actor, &c, now).await {
+        Ok(source) => {
+            tracing::info!(provider = %a.provider, data_source = %source.id, "connected");
+            if let Ok(mut conn) = state.store.pool().acquire().await {
+                let _ = oauth_authorizations::complete(&mut conn, a.id, now).await;
+            }
+            finished(state, partner)
+        }
+        Err(ConnectError::AccountLinkedElsewhere) => problem(
+            StatusCode::CONFLICT,
+            "This account is already connected",
+            &format!("This {} account is already connected to another person's account here.", partner.display_name()),
+            "Nothing was changed. Sign in with your own account, or ask the other person to disconnect it first.",
+        ),
+        Err(ConnectError::Store(e)) => {
+            tracing::error!(error = %e, "storing the connection failed");
+            unavailable()
+        }
+    }
+}
+
+/// A care partner following several patients chooses one; the tokens wait, encrypted.
+async fn choose_patient(
+    state: &AppState,
+    partner: &Partner,
+    a: &Authorization,
+    tokens: TokenSet,
+    account: &carelink::Account,
+    patients: &[String],
+) -> Response {
+    let now = state.clock.now();
+    let pending = Pending {
+        access_token: tokens.access_token,
+        refresh_token: tokens.refresh_token,
+        expires_at: tokens.expires_in.and_then(|d| Duration::from_std(d).ok()).map(|d| now + d),
+        account: serde_json::json!({"username": account.username, "roleName": account.role_name, "patients": patients, "scope": tokens.scope}),
+    };
+    let held = async {
+        let mut conn = state.store.pool().acquire().await?;
+        oauth_authorizations::hold_pending(&mut conn, state.store.keys(), a.id, &pending).await
+    }
+    .await;
+    if held.is_err() {
+        return unavailable();
+    }
+    let options: String = patients
+        .iter()
+        .enumerate()
+        .map(|(i, p)| format!("<p><input type=\"radio\" name=\"patient\" id=\"p{i}\" value=\"{0}\" required> <label for=\"p{i}\">{0}</label></p>", esc(p)))
+        .collect();
+    page(
+        StatusCode::OK,
+        "Whose data should we import?",
+        &format!(
+            "<p>Your {} account follows several people. Choose the one whose data belongs to this account.</p>\
+             <form method=\"post\" action=\"/v1/oauth/{}/choose\"><input type=\"hidden\" name=\"authorization\" value=\"{}\">{options}\
+             <button type=\"submit\" id=\"choose\">Connect</button></form>",
+            esc(partner.display_name()),
+            partner.name,
+            a.id
+        ),
+    )
+}
+
+/// `POST /v1/oauth/{provider}/choose` (form: authorization, patient).
+pub async fn choose(
+    state: &AppState,
+    provider: &ProviderName,
+    headers: &HeaderMap,
+    authorization: &str,
+    patient: &str,
+) -> Response {
+    let Some(partner) = state.partners.get(provider) else {
+        return problem(
+            StatusCode::NOT_FOUND,
+            "Unknown partner",
+            "We do not connect to this partner.",
+            "Check the link.",
+        );
+    };
+    let Ok(id) = uuid::Uuid::parse_str(authorization) else {
+        return refused("This choice cannot be completed", "The form was altered.");
+    };
+    let now = state.clock.now();
+    let locked = async {
+        let mut conn = state.store.pool().acquire().await?;
+        oauth_authorizations::lock_pending(&mut conn, state.store.keys(), id).await
+    }
+    .await;
+    let (a, pending) = match locked {
+        Ok(Some(x)) => x,
+        Ok(None) => return refused("This choice cannot be completed", "There is no sign-in waiting for a choice."),
+        Err(_) => return unavailable(),
+    };
+    if a.completed_at.is_some() || a.expires_at <= now || &a.provider != provider {
+        return refused("This choice has expired", "More than 10 minutes passed, or it was already made.");
+    }
+    match cookie_value(headers) {
+        Some(c) if sha256(&c) == a.browser_binding_hash => {}
+        _ => return refused("Please finish in the same browser", "This sign-in was started in another browser."),
+    }
+    let patients: Vec<String> = pending.account["patients"]
+        .as_array()
+        .map(|v| v.iter().filter_map(|p| p.as_str().map(str::to_owned)).collect())
+        .unwrap_or_default();
+    if !patients.iter().any(|p| p == patient) {
+        return refused("This choice cannot be completed", "That person is not followed by this account.");
+    }
+    let username = pending.account["username"].as_str().unwrap_or_default();
+    let account_id = format!("{username}/carepartner/{patient}");
+    let tokens = TokenSet {
+        access_token: pending.access_token,
+        refresh_token: pending.refresh_token,
+        expires_in: pending.expires_at.and_then(|t| (t - now).to_std().ok()),
+        scope: pending.account["scope"].as_str().map(str::to_owned),
+    };
+    store_connection(state, partner, &a, tokens, account_id).await
+}

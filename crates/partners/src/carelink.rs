@@ -1,0 +1,128 @@
+//! Medtronic CareLink: discovery (v13, Auth0) and the account behind a token — role, username,
+//! and for care partners the patients they follow (never guessed: several and none chosen is an
+//! error the person resolves).
+
+use serde_json::Value;
+
+use crate::error::PartnerError;
+use crate::http::get_json;
+
+/// Endpoints and client parameters found through discovery.
+#[derive(Debug, Clone)]
+pub struct Discovered {
+    pub authorize_url: String,
+    pub token_url: String,
+    pub revocation_url: Option<String>,
+    pub client_id: String,
+    pub scopes: Vec<String>,
+    pub audience: Option<String>,
+    pub redirect_uri: String,
+    /// `baseUrlCumulus` (display/message lives under it).
+    pub cloud_base_url: String,
+    /// `baseUrlCareLink` (users/me, profile, linked patients).
+    pub web_base_url: String,
+}
+
+fn text(v: &Value, what: &str) -> Result<String, PartnerError> {
+    v.as_str()
+        .filter(|s| !s.is_empty())
+        .map(str::to_owned)
+        .ok_or_else(|| PartnerError::Protocol(format!("discovery: {what} missing")))
+}
+
+/// Discovery document → region entry → Auth0 SSO configuration.
+pub async fn discover(http: &reqwest::Client, discovery_url: &str, region: &str) -> Result<Discovered, PartnerError> {
+    let doc = get_json(http, discovery_url, None).await?;
+    let cp = doc["CP"]
+        .as_array()
+        .and_then(|a| a.iter().find(|c| c["region"].as_str() == Some(region)))
+        .ok_or_else(|| PartnerError::Protocol(format!("discovery: no CP entry for region {region}")))?;
+    let sso_url = text(&cp["Auth0SSOConfiguration"], "Auth0SSOConfiguration")?;
+    let sso = get_json(http, &sso_url, None).await?;
+    // The SSO server is addressed by host, port and prefix; it uses the scheme the discovery
+    // document was served with (https in production).
+    let scheme = if discovery_url.starts_with("http://") { "http" } else { "https" };
+    let host = text(&sso["server"]["hostname"], "server.hostname")?;
+    let port = sso["server"]["port"].as_u64();
+    let prefix = sso["server"]["prefix"].as_str().map(|p| format!("/{}", p.trim_matches('/'))).unwrap_or_default();
+    let authority = match port {
+        Some(443) if scheme == "https" => host,
+        Some(80) if scheme == "http" => host,
+        Some(p) => format!("{host}:{p}"),
+        None => host,
+    };
+    let root = format!("{scheme}://{authority}{prefix}");
+    let path = |k: &str| sso["system_endpoints"][k].as_str().map(|p| format!("{root}{p}"));
+    Ok(Discovered {
+        authorize_url: path("authorization_endpoint_path")
+            .ok_or_else(|| PartnerError::Protocol("discovery: authorization endpoint missing".into()))?,
+        token_url: path("token_endpoint_path")
+            .ok_or_else(|| PartnerError::Protocol("discovery: token endpoint missing".into()))?,
+        revocation_url: path("revocation_endpoint_path"),
+        client_id: text(&sso["client"]["client_id"], "client.client_id")?,
+        scopes: sso["client"]["scope"]
+            .as_str()
+            .map(|s| s.split_whitespace().map(str::to_owned).collect())
+            .unwrap_or_default(),
+        audience: sso["client"]["audience"].as_str().map(str::to_owned),
+        redirect_uri: text(&sso["client"]["redirect_uri"], "client.redirect_uri")?,
+        cloud_base_url: text(&cp["baseUrlCumulus"], "baseUrlCumulus")?,
+        web_base_url: text(&cp["baseUrlCareLink"], "baseUrlCareLink")?,
+    })
+}
+
+/// A CareLink account's role.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Role {
+    Patient,
+    CarePartner,
+}
+
+/// Who signed in, and whose data they can see.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Account {
+    pub username: String,
+    pub role: Role,
+    /// `PATIENT`, `CARE_PARTNER_OUS`, … as CareLink spells it.
+    pub role_name: String,
+    /// For care partners: the usernames/ids of the patients they follow.
+    pub patients: Vec<String>,
+}
+
+impl Account {
+    /// The stable id of the partner account a data source follows:
+    /// `username/role[/patient]`.
+    pub fn account_id(&self, patient: Option<&str>) -> String {
+        match (&self.role, patient) {
+            (Role::CarePartner, Some(p)) => format!("{}/carepartner/{p}", self.username),
+            (Role::CarePartner, None) => format!("{}/carepartner", self.username),
+            (Role::Patient, _) => format!("{}/patient", self.username),
+        }
+    }
+}
+
+/// `users/me` (role) → `users/me/profile` (username) → care partners: `m2m/links/patients`.
+pub async fn account(http: &reqwest::Client, web_base_url: &str, access_token: &str) -> Result<Account, PartnerError> {
+    let base = web_base_url.trim_end_matches('/');
+    let me = get_json(http, &format!("{base}/users/me"), Some(access_token)).await?;
+    let role_name = text(&me["role"], "users/me role")?;
+    let role = match role_name.as_str() {
+        "PATIENT" | "PATIENT_OUS" => Role::Patient,
+        "CARE_PARTNER" | "CARE_PARTNER_OUS" => Role::CarePartner,
+        other => return Err(PartnerError::Protocol(format!("unknown CareLink role {other:?}"))),
+    };
+    let profile = get_json(http, &format!("{base}/users/me/profile"), Some(access_token)).await?;
+    let username = text(&profile["username"], "profile username")?;
+    let patients = if role == Role::CarePartner {
+        let links = get_json(http, &format!("{base}/m2m/links/patients"), Some(access_token)).await?;
+        links
+            .as_array()
+            .map(|a| {
+                a.iter().filter_map(|p| p["patientId"].as_str().or(p["username"].as_str()).map(str::to_owned)).collect()
+            })
+            .unwrap_or_default()
+    } else {
+        Vec::new()
+    };
+    Ok(Account { username, role, role_name, patients })
+}
