@@ -7,4 +7,5 @@ mod connect;
 mod data_sources;
 mod health;
 mod metrics;
+mod tenants;
 mod tokens_at_rest;

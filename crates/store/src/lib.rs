@@ -2,6 +2,7 @@
 //! commit together with their clinic report and audit entry) live in [`lifecycle`].
 
 pub mod audit;
+pub mod connection_requests;
 pub mod crypto;
 pub mod data_sources;
 mod db;

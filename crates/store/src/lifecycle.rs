@@ -192,3 +192,122 @@ pub async fn check_invariants(store: &Store) -> crate::Result<Vec<Violation>> {
     }
     Ok(out)
 }
+
+/// A clinician's request, ready to store.
+#[derive(Debug, Clone)]
+pub struct RequestConnection {
+    pub clinic_id: model::ClinicId,
+    pub user: UserId,
+    pub provider: ProviderName,
+    /// The link the patient receives (a fresh link token), as `{public_url}/v1/oauth/{provider}/authorize?restricted_token=`.
+    pub link_base: String,
+    pub ttl: chrono::Duration,
+}
+
+/// What a connection request did.
+#[derive(Debug, Clone)]
+pub enum RequestOutcome {
+    /// The source is now pending (or pendingReconnect); a message with a link is queued.
+    Requested(DataSource),
+    /// The source is connected: nothing to ask.
+    AlreadyConnected,
+}
+
+impl Store {
+    /// Record a clinician's request: source `pending`/`pendingReconnect` with the request's
+    /// expiry, a 30-day link token, the request row, the patient's message (link sealed), the
+    /// clinic report and the audit entry — one transaction.
+    pub async fn request_connection(
+        &self,
+        actor: &Actor,
+        r: &RequestConnection,
+        now: DateTime<Utc>,
+    ) -> crate::Result<RequestOutcome> {
+        let mut tx = self.pool.begin().await?;
+        let current = data_sources::lock(&mut tx, &r.user, &r.provider).await?;
+        let ever = current.as_ref().is_some_and(|s| s.ever_connected);
+        let Transition::To(state) = transition(current.as_ref().map(|s| s.state), ever, Event::ConnectionRequested)
+        else {
+            return Ok(RequestOutcome::AlreadyConnected);
+        };
+        let expires = now + r.ttl;
+        let change = StateChange { state, error: None, expiration_time: Some(expires), region: None, now };
+        let source = match &current {
+            Some(s) => {
+                // A source in `error` keeps its (dead) tokens until the patient reconnects; its
+                // paused schedule goes, so the pending invariant holds.
+                poll_schedule::delete(&mut tx, &s.id).await?;
+                data_sources::update_state(&mut tx, &s.id, &change).await?
+            }
+            None => data_sources::insert(&mut tx, &r.user, &r.provider, &change).await?,
+        };
+        let link = model::LinkTokenId::generate();
+        let paths = vec![format!("/v1/oauth/{}", r.provider)];
+        let token = crate::link_tokens::insert(
+            &mut tx,
+            &link,
+            &r.user,
+            &paths,
+            expires,
+            crate::link_tokens::Purpose::ConnectionRequest,
+            now,
+        )
+        .await?;
+        let request = crate::connection_requests::ConnectionRequest {
+            id: uuid::Uuid::new_v4(),
+            clinic_id: r.clinic_id.clone(),
+            user_id: r.user.clone(),
+            provider: r.provider.clone(),
+            requested_by: actor.sub.clone(),
+            created_time: now,
+            expiration_time: expires,
+        };
+        crate::connection_requests::insert(&mut tx, &request, &token.token_hash).await?;
+        let url = secrecy::SecretString::from(format!("{}{}", r.link_base, link.as_str()));
+        let sealed = self.keys.seal_secret(&url, &message_link_aad(&r.user, &request.id));
+        let payload = serde_json::json!({
+            "kind": if state == model::DataSourceState::PendingReconnect { "reconnect_request" } else { "connection_request" },
+            "requestId": request.id,
+            "clinicId": r.clinic_id,
+            "provider": r.provider.as_str(),
+            "expirationTime": model::time::format(&expires),
+            "link": {"keyId": sealed.key_id, "sealed": hex::encode(sealed.bytes)},
+        });
+        outbox::enqueue_patient_message(&mut tx, &r.user, &payload, now).await?;
+        outbox::enqueue_clinic_report(&mut tx, &r.user, now).await?;
+        audit::record(
+            &mut tx,
+            &Entry {
+                actor,
+                action: "request_connection",
+                user_id: Some(&r.user),
+                data_source_id: Some(&source.id),
+                detail: serde_json::json!({ "provider": r.provider.as_str(), "clinicId": r.clinic_id, "state": state }),
+                time: now,
+            },
+        )
+        .await?;
+        tx.commit().await?;
+        Ok(RequestOutcome::Requested(source))
+    }
+
+    /// Open the sealed link of a queued patient message (for its delivery).
+    pub fn open_message_link(
+        &self,
+        user: &UserId,
+        payload: &serde_json::Value,
+    ) -> crate::Result<secrecy::SecretString> {
+        let request_id = payload["requestId"]
+            .as_str()
+            .and_then(|s| uuid::Uuid::parse_str(s).ok())
+            .ok_or_else(|| crate::StoreError::corrupt("outbox", "message without requestId"))?;
+        let key_id = payload["link"]["keyId"].as_str().unwrap_or_default();
+        let bytes = hex::decode(payload["link"]["sealed"].as_str().unwrap_or_default())
+            .map_err(|e| crate::StoreError::corrupt("outbox", e))?;
+        Ok(self.keys.open_secret(key_id, &bytes, &message_link_aad(user, &request_id))?)
+    }
+}
+
+fn message_link_aad(user: &UserId, request: &uuid::Uuid) -> Vec<u8> {
+    crate::crypto::aad("outbox", &format!("{user}/{request}"), "link")
+}

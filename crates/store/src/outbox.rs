@@ -19,3 +19,23 @@ pub async fn enqueue_clinic_report(conn: &mut PgConnection, user: &UserId, now: 
     .await?;
     Ok(())
 }
+
+/// Queue a message to a patient (connection or reconnect request). Secrets inside `payload`
+/// (the link) must already be sealed by the caller.
+pub async fn enqueue_patient_message(
+    conn: &mut PgConnection,
+    user: &UserId,
+    payload: &serde_json::Value,
+    now: DateTime<Utc>,
+) -> Result<()> {
+    sqlx::query!(
+        r#"INSERT INTO outbox (kind, user_id, payload, created_time, available_at)
+           VALUES ('patient_message', $1, $2, $3, $3)"#,
+        user.as_str(),
+        payload,
+        now
+    )
+    .execute(conn)
+    .await?;
+    Ok(())
+}

@@ -5,6 +5,7 @@ mod connect;
 mod data_sources;
 mod health;
 mod oauth;
+mod requests;
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -56,6 +57,7 @@ pub fn public_router(state: AppState, http: &HttpSettings) -> Router {
         .merge(data_sources::router())
         .merge(oauth::router())
         .merge(connect::router())
+        .merge(requests::router())
         .fallback(|| async { ApiError::NotFound })
         .with_state(state)
         .layer(

@@ -1,0 +1,71 @@
+//! `connection_requests`: a clinician's request that a patient connect a partner.
+
+use chrono::{DateTime, Utc};
+use model::{ClinicId, ProviderName, UserId};
+use sqlx::PgConnection;
+use uuid::Uuid;
+
+use crate::{Result, Store, StoreError};
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ConnectionRequest {
+    pub id: Uuid,
+    pub clinic_id: ClinicId,
+    pub user_id: UserId,
+    pub provider: ProviderName,
+    pub requested_by: String,
+    pub created_time: DateTime<Utc>,
+    pub expiration_time: DateTime<Utc>,
+}
+
+pub async fn insert(conn: &mut PgConnection, r: &ConnectionRequest, link_token_hash: &[u8]) -> Result<()> {
+    sqlx::query!(
+        r#"INSERT INTO connection_requests (id, clinic_id, user_id, provider, requested_by, link_token_hash, created_time, expiration_time)
+           VALUES ($1, $2, $3, $4, $5, $6, $7, $8)"#,
+        r.id,
+        r.clinic_id.as_str(),
+        r.user_id.as_str(),
+        r.provider.as_str(),
+        r.requested_by,
+        link_token_hash,
+        r.created_time,
+        r.expiration_time
+    )
+    .execute(conn)
+    .await?;
+    Ok(())
+}
+
+impl Store {
+    /// A patient's connection requests, newest first; `clinic` narrows to one clinic's.
+    pub async fn connection_requests(
+        &self,
+        user: &UserId,
+        clinic: Option<&ClinicId>,
+    ) -> Result<Vec<ConnectionRequest>> {
+        let rows = sqlx::query!(
+            r#"SELECT id, clinic_id, user_id, provider, requested_by, created_time, expiration_time
+               FROM connection_requests
+               WHERE user_id = $1 AND ($2::text IS NULL OR clinic_id = $2)
+               ORDER BY created_time DESC, id"#,
+            user.as_str(),
+            clinic.map(ClinicId::as_str)
+        )
+        .fetch_all(&self.pool)
+        .await?;
+        rows.into_iter()
+            .map(|r| {
+                let bad = |e: model::InvalidId| StoreError::corrupt("connection_requests", e);
+                Ok(ConnectionRequest {
+                    id: r.id,
+                    clinic_id: ClinicId::parse(&r.clinic_id).map_err(bad)?,
+                    user_id: UserId::parse(&r.user_id).map_err(bad)?,
+                    provider: ProviderName::parse(&r.provider).map_err(bad)?,
+                    requested_by: r.requested_by,
+                    created_time: r.created_time,
+                    expiration_time: r.expiration_time,
+                })
+            })
+            .collect()
+    }
+}
