@@ -208,7 +208,7 @@ pub struct RequestConnection {
 #[derive(Debug, Clone)]
 pub enum RequestOutcome {
     /// The source is now pending (or pendingReconnect); a message with a link is queued.
-    Requested(DataSource),
+    Requested(Box<DataSource>),
     /// The source is connected: nothing to ask.
     AlreadyConnected,
 }
@@ -288,7 +288,7 @@ impl Store {
         )
         .await?;
         tx.commit().await?;
-        Ok(RequestOutcome::Requested(source))
+        Ok(RequestOutcome::Requested(Box::new(source)))
     }
 
     /// Open the sealed link of a queued patient message (for its delivery).
