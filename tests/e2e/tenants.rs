@@ -7,7 +7,7 @@ use reqwest::{Method, StatusCode};
 use serde_json::{Value, json};
 use tidegate_e2e::{World, spawn_world};
 
-use crate::connect::{ALICE, BOB, Browser, at_dexcom, link, location, source_state};
+use crate::connect::{ALICE, BOB, Browser, at_dexcom, location, source_state};
 
 const C1: &str = "5f1e8a0b9c7d6e5f4a3b2c1d";
 const C2: &str = "6a2f9b1c0d8e7f6a5b4c3d2e";
