@@ -7,5 +7,6 @@ mod connect;
 mod data_sources;
 mod health;
 mod metrics;
+mod openapi;
 mod tenants;
 mod tokens_at_rest;
