@@ -104,26 +104,35 @@ impl OAuthEndpoints {
         format!("{}{sep}{}", self.authorize_url, query.join("&"))
     }
 
+    /// Client authentication (RFC 6749 §2.3): a Basic header, or the credentials in the form;
+    /// public clients send only their id.
+    fn authenticate(&self, req: reqwest::RequestBuilder, form: &mut Vec<(&str, String)>) -> reqwest::RequestBuilder {
+        match (self.client_auth, &self.client_secret) {
+            (ClientAuth::Basic, Some(secret)) => {
+                let creds = format!("{}:{}", enc(&self.client_id), enc(secret.expose_secret()));
+                req.header(
+                    header::AUTHORIZATION,
+                    format!("Basic {}", base64::engine::general_purpose::STANDARD.encode(creds)),
+                )
+            }
+            (ClientAuth::Body, Some(secret)) => {
+                form.push(("client_id", self.client_id.clone()));
+                form.push(("client_secret", secret.expose_secret().to_owned()));
+                req
+            }
+            (ClientAuth::None, _) | (_, None) => {
+                form.push(("client_id", self.client_id.clone()));
+                req
+            }
+        }
+    }
+
     async fn token_request(
         &self,
         http: &reqwest::Client,
         mut form: Vec<(&str, String)>,
     ) -> Result<TokenSet, PartnerError> {
-        let mut req = http.post(&self.token_url).header(header::ACCEPT, "application/json");
-        match (self.client_auth, &self.client_secret) {
-            (ClientAuth::Basic, Some(secret)) => {
-                let creds = format!("{}:{}", enc(&self.client_id), enc(secret.expose_secret()));
-                req = req.header(
-                    header::AUTHORIZATION,
-                    format!("Basic {}", base64::engine::general_purpose::STANDARD.encode(creds)),
-                );
-            }
-            (ClientAuth::Body, Some(secret)) => {
-                form.push(("client_id", self.client_id.clone()));
-                form.push(("client_secret", secret.expose_secret().to_owned()));
-            }
-            (ClientAuth::None, _) | (_, None) => form.push(("client_id", self.client_id.clone())),
-        }
+        let req = self.authenticate(http.post(&self.token_url).header(header::ACCEPT, "application/json"), &mut form);
         let resp = req.form(&form).send().await.map_err(transport)?;
         let status = resp.status();
         if status == StatusCode::TOO_MANY_REQUESTS {
@@ -213,21 +222,7 @@ impl OAuthEndpoints {
             return Err(PartnerError::Config("revocation_url must be https".into()));
         }
         let mut form = vec![("token", token.expose_secret().to_owned()), ("token_type_hint", hint.to_owned())];
-        let mut req = http.post(url);
-        match (self.client_auth, &self.client_secret) {
-            (ClientAuth::Basic, Some(secret)) => {
-                let creds = format!("{}:{}", enc(&self.client_id), enc(secret.expose_secret()));
-                req = req.header(
-                    header::AUTHORIZATION,
-                    format!("Basic {}", base64::engine::general_purpose::STANDARD.encode(creds)),
-                );
-            }
-            (ClientAuth::Body, Some(secret)) => {
-                form.push(("client_id", self.client_id.clone()));
-                form.push(("client_secret", secret.expose_secret().to_owned()));
-            }
-            _ => form.push(("client_id", self.client_id.clone())),
-        }
+        let req = self.authenticate(http.post(url), &mut form);
         let resp = req.form(&form).send().await.map_err(transport)?;
         if resp.status().is_success() {
             Ok(true)

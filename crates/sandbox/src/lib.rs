@@ -267,3 +267,35 @@ pub fn page(title: &str, body: &str) -> Response {
 pub fn esc(s: &str) -> String {
     s.replace('&', "&amp;").replace('<', "&lt;").replace('>', "&gt;").replace('"', "&quot;").replace('\'', "&#39;")
 }
+
+/// The owner of a bearer token according to the configured RFC 7662 introspection endpoint
+/// (interoperability mode): `Ok(None)` when the token is not active.
+pub async fn introspect_remote<'a>(sim: &'a Sim, token: &str) -> Result<Option<(&'a Person, String)>, Response> {
+    let Some((url, client_id, secret)) = &sim.cfg.introspection else { return Ok(None) };
+    let form = [("token", token), ("client_id", client_id.as_str()), ("client_secret", secret.as_str())];
+    let answer: serde_json::Value = match sim.http.post(url).form(&form).send().await {
+        Ok(r) if r.status().is_success() => r.json().await.unwrap_or(serde_json::Value::Null),
+        _ => return Err(faults::unavailable(503)),
+    };
+    if answer["active"] != true {
+        return Ok(None);
+    }
+    let person = answer["sub"].as_str().and_then(|sub| sim.person_by_login(sub));
+    Ok(person.map(|p| (p, answer["client_id"].as_str().unwrap_or_default().to_owned())))
+}
+
+/// A token refresh: the owner's faults (maintenance windows, outages) apply first.
+pub async fn refresh_with_faults(
+    sim: &Sim,
+    auth: &AuthServer,
+    client_id: &str,
+    refresh_token: &str,
+) -> Result<authserver::Tokens, Result<authserver::TokenError, Response>> {
+    let now = sim.clock.now();
+    let owner = auth.introspect(refresh_token, |i| sim.people[i].login.clone(), now).sub;
+    let decision = sim.faults.decide(owner.as_deref(), now, true);
+    if let Some(resp) = faults::apply(&decision).await {
+        return Err(Err(resp));
+    }
+    auth.refresh(client_id, refresh_token, now).map_err(Ok)
+}

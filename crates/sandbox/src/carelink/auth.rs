@@ -127,15 +127,11 @@ pub async fn token(State(sim): State<Shared>, headers: HeaderMap, body: Bytes) -
                 StatusCode::BAD_REQUEST,
             )
         }
-        "refresh_token" => {
-            let rt = param(&f, "refresh_token");
-            let owner = auth.introspect(rt, |i| sim.people[i].login.clone(), now).sub;
-            let decision = sim.faults.decide(owner.as_deref(), now, true);
-            if let Some(resp) = crate::faults::apply(&decision).await {
-                return resp;
-            }
-            (auth.refresh(client_id, rt, now), StatusCode::FORBIDDEN)
-        }
+        "refresh_token" => match crate::refresh_with_faults(&sim, auth, client_id, param(&f, "refresh_token")).await {
+            Ok(t) => (Ok(t), StatusCode::FORBIDDEN),
+            Err(Ok(e)) => (Err(e), StatusCode::FORBIDDEN),
+            Err(Err(resp)) => return resp,
+        },
         _ => {
             return oauth_error(
                 StatusCode::BAD_REQUEST,

@@ -145,16 +145,8 @@ async fn caller<'a>(sim: &'a Sim, headers: &HeaderMap) -> Result<&'a Person, Res
         .and_then(|v| v.strip_prefix("Bearer "))
         .ok_or_else(unauthorized)?;
     let now = sim.clock.now();
-    let person = if let Some((url, client_id, secret)) = &sim.cfg.introspection {
-        let form = [("token", token), ("client_id", client_id.as_str()), ("client_secret", secret.as_str())];
-        let answer: Value = match sim.http.post(url).form(&form).send().await {
-            Ok(r) if r.status().is_success() => r.json().await.unwrap_or(Value::Null),
-            _ => return Err(faults::unavailable(503)),
-        };
-        if answer["active"] != true {
-            return Err(unauthorized());
-        }
-        answer["sub"].as_str().and_then(|s| sim.person_by_login(s)).ok_or_else(unauthorized)?
+    let person = if sim.cfg.introspection.is_some() {
+        crate::introspect_remote(sim, token).await?.ok_or_else(unauthorized)?.0
     } else {
         let owner = sim.carelink_auth.owner(token, now).ok_or_else(unauthorized)?;
         &sim.people[owner.person]

@@ -54,17 +54,8 @@ async fn caller<'a>(sim: &'a Shared, headers: &HeaderMap, region: &str) -> Resul
         .and_then(|v| v.strip_prefix("Bearer "))
         .ok_or_else(unauthorized)?;
     let now = sim.clock.now();
-    if let Some((url, client_id, secret)) = &sim.cfg.introspection {
-        let form = [("token", token), ("client_id", client_id.as_str()), ("client_secret", secret.as_str())];
-        let answer: Value = match sim.http.post(url).form(&form).send().await {
-            Ok(r) if r.status().is_success() => r.json().await.unwrap_or(Value::Null),
-            _ => return Err(faults::unavailable(503)),
-        };
-        if answer["active"] != true {
-            return Err(unauthorized());
-        }
-        let person = answer["sub"].as_str().and_then(|sub| sim.person_by_login(sub)).ok_or_else(unauthorized)?;
-        return Ok((person, answer["client_id"].as_str().unwrap_or_default().to_owned()));
+    if sim.cfg.introspection.is_some() {
+        return crate::introspect_remote(sim, token).await?.ok_or_else(unauthorized);
     }
     let auth = sim.dexcom_region(region).ok_or_else(unauthorized)?;
     let owner = auth.owner(token, now).ok_or_else(unauthorized)?;

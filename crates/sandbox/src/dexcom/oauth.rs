@@ -90,16 +90,11 @@ pub async fn token(
     let now = sim.clock.now();
     let result = match param(&f, "grant_type") {
         "authorization_code" => auth.exchange_code(client_id, param(&f, "code"), param(&f, "redirect_uri"), None, now),
-        "refresh_token" => {
-            let rt = param(&f, "refresh_token");
-            // Faults (maintenance windows, outages) apply to refreshes of the token's owner.
-            let owner = auth.introspect(rt, |i| sim.people[i].login.clone(), now).sub;
-            let decision = sim.faults.decide(owner.as_deref(), now, true);
-            if let Some(resp) = crate::faults::apply(&decision).await {
-                return resp;
-            }
-            auth.refresh(client_id, rt, now)
-        }
+        "refresh_token" => match crate::refresh_with_faults(&sim, auth, client_id, param(&f, "refresh_token")).await {
+            Ok(t) => Ok(t),
+            Err(Ok(e)) => Err(e),
+            Err(Err(resp)) => return resp,
+        },
         _ => {
             return oauth_error(
                 StatusCode::BAD_REQUEST,
