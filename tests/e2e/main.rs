@@ -8,5 +8,6 @@ mod data_sources;
 mod health;
 mod metrics;
 mod openapi;
+mod outbox;
 mod tenants;
 mod tokens_at_rest;

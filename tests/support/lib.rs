@@ -157,9 +157,11 @@ async fn spawn_on(listener: tokio::net::TcpListener, db: TestDb, settings: Setti
     logs::init();
     let clock = Arc::new(ManualClock::new(test_epoch()));
     let shared: SharedClock = clock.clone();
+    // Background work is driven by the tests themselves (see `TestApp::outbox_worker`).
     let app = tidegate::Application::build_on(listener, settings.clone(), store.clone(), shared, None)
         .await
-        .expect("app builds");
+        .expect("app builds")
+        .without_worker();
     let (addr, ops_addr) = (app.public_addr(), app.ops_addr());
     let (tx, rx) = tokio::sync::oneshot::channel::<()>();
     let server = tokio::spawn(app.run_until(async move {
@@ -198,6 +200,18 @@ impl TestApp {
             kid: None,
         };
         tidegate::token::mint(&self.settings, &req).expect("token mints")
+    }
+
+    /// An outbox deliverer on this app's store, clock and clinic (a fresh lease owner each call).
+    pub fn outbox_worker(&self) -> scheduler::OutboxWorker {
+        let clock: SharedClock = self.clock.clone();
+        scheduler::OutboxWorker::new(
+            self.store.clone(),
+            clock,
+            self.settings.clinic_directory(),
+            self.settings.mailer().expect("mail settings"),
+            self.settings.outbox_settings(),
+        )
     }
 
     pub fn patient_token(&self, user: &str) -> String {

@@ -19,11 +19,17 @@ pub async fn authorize_user(state: &AppState, caller: &Caller, user: &UserId) ->
                 return Err(ApiError::Forbidden("Clinician access is not available: no clinic service is configured."));
             };
             for clinic_id in &caller.clinics {
-                if clinic.is_patient(clinic_id, user).await? {
+                if clinic.is_patient(clinic_id, user).await.map_err(clinic_unavailable)? {
                     return Ok(());
                 }
             }
             Err(ApiError::Forbidden("This user is not a patient of your clinics."))
         }
     }
+}
+
+/// The clinic service could not answer: a 503, never a guess.
+pub fn clinic_unavailable(e: partners::PartnerError) -> ApiError {
+    tracing::warn!(error = %e, "clinic service could not confirm the patient");
+    ApiError::Unavailable("The clinic service could not confirm the patient; try again shortly.")
 }

@@ -2,7 +2,6 @@
 
 mod access;
 pub mod auth;
-pub mod clinic;
 mod connect;
 pub mod error;
 mod extract;
@@ -13,8 +12,8 @@ mod routes;
 mod state;
 
 pub use auth::{AuthConfigError, AuthSettings, Authenticator, Caller, Claims, KeySource, Role};
-pub use clinic::ClinicDirectory;
 pub use error::ApiError;
+pub use partners::clinic::ClinicDirectory;
 pub use readiness::ReadinessProbe;
 pub use routes::{HttpSettings, ops_router, public_router};
 pub use state::{AppState, ConnectSettings};

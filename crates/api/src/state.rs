@@ -5,9 +5,9 @@ use model::{ProviderName, SharedClock};
 use store::Store;
 
 use crate::auth::Authenticator;
-use crate::clinic::ClinicDirectory;
 use crate::error::ApiError;
 use crate::readiness::ReadinessProbe;
+use partners::clinic::ClinicDirectory;
 
 /// Everything a handler may need. Cheap to clone.
 #[derive(Clone, Debug)]

@@ -4,6 +4,7 @@
 //! module per partner.
 
 pub mod carelink;
+pub mod clinic;
 pub mod config;
 pub mod dexcom;
 pub mod error;

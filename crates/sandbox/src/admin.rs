@@ -177,10 +177,12 @@ async fn auth_stats(State(sim): State<Shared>) -> Response {
 struct Membership {
     clinic_id: String,
     user_id: String,
+    #[serde(default)]
+    email: Option<String>,
 }
 
 async fn add_clinic_patient(State(sim): State<Shared>, Json(m): Json<Membership>) -> Response {
-    sim.clinic.add_patient(&m.clinic_id, &m.user_id);
+    sim.clinic.add_patient(&m.clinic_id, &m.user_id, m.email.as_deref());
     StatusCode::NO_CONTENT.into_response()
 }
 

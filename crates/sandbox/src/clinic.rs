@@ -39,6 +39,9 @@ pub struct ClinicFaults {
     /// Fraction of requests answered 500.
     pub error_rate: f64,
     pub latency_ms: u64,
+    /// Record a PUT, then wait this long before answering (the sender may time out without
+    /// learning that it was delivered).
+    pub ack_delay_ms: u64,
 }
 
 #[derive(Debug, Default)]
@@ -50,6 +53,8 @@ pub struct ClinicState {
 struct Inner {
     /// clinic id → patient user ids.
     patients: BTreeMap<String, BTreeSet<String>>,
+    /// user id → e-mail address.
+    emails: BTreeMap<String, String>,
     received: Vec<Received>,
     faults: ClinicFaults,
 }
@@ -59,8 +64,12 @@ impl ClinicState {
         self.inner.lock().unwrap_or_else(|e| e.into_inner())
     }
 
-    pub fn add_patient(&self, clinic_id: &str, user_id: &str) {
-        self.lock().patients.entry(clinic_id.to_owned()).or_default().insert(user_id.to_owned());
+    pub fn add_patient(&self, clinic_id: &str, user_id: &str, email: Option<&str>) {
+        let mut g = self.lock();
+        g.patients.entry(clinic_id.to_owned()).or_default().insert(user_id.to_owned());
+        if let Some(e) = email {
+            g.emails.insert(user_id.to_owned(), e.to_owned());
+        }
     }
 
     pub fn is_patient_anywhere(&self, user_id: &str) -> bool {
@@ -187,6 +196,10 @@ async fn put_data_sources(
         reason: reason.clone(),
         time: now,
     });
+    let ack_delay = sim.clinic.faults().ack_delay_ms;
+    if ack_delay > 0 {
+        tokio::time::sleep(Duration::from_millis(ack_delay)).await;
+    }
     match reason {
         Some(r) => error(status, &r),
         None => StatusCode::OK.into_response(),
@@ -205,7 +218,8 @@ async fn get_patient(
         return error(StatusCode::BAD_REQUEST, "clinicId must be 24 hex characters");
     }
     if sim.clinic.is_patient(&clinic_id, &patient_id) {
-        axum::Json(json!({"id": patient_id, "clinicId": clinic_id})).into_response()
+        let email = sim.clinic.lock().emails.get(&patient_id).cloned();
+        axum::Json(json!({"id": patient_id, "clinicId": clinic_id, "email": email})).into_response()
     } else {
         error(StatusCode::NOT_FOUND, "patient not found")
     }

@@ -3,6 +3,7 @@
 use chrono::{DateTime, Utc};
 use model::UserId;
 use sqlx::PgConnection;
+use uuid::Uuid;
 
 use crate::Result;
 
@@ -38,4 +39,174 @@ pub async fn enqueue_patient_message(
     .execute(conn)
     .await?;
     Ok(())
+}
+
+/// A delivery kind.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Kind {
+    ClinicReport,
+    PatientMessage,
+}
+
+impl Kind {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::ClinicReport => "clinic_report",
+            Self::PatientMessage => "patient_message",
+        }
+    }
+}
+
+/// Users with due deliveries of a kind, oldest first.
+pub async fn due_users(conn: &mut PgConnection, kind: Kind, now: DateTime<Utc>, limit: i64) -> Result<Vec<UserId>> {
+    let rows = sqlx::query_scalar!(
+        r#"SELECT user_id AS "user_id!" FROM outbox
+           WHERE kind = $1 AND delivered_time IS NULL AND parked_time IS NULL AND available_at <= $2
+           GROUP BY user_id ORDER BY min(available_at) LIMIT $3"#,
+        kind.as_str(),
+        now,
+        limit
+    )
+    .fetch_all(conn)
+    .await?;
+    rows.iter().map(|u| UserId::parse(u).map_err(|e| crate::StoreError::corrupt("outbox", e))).collect()
+}
+
+/// Take the (user, kind) delivery lease when free or expired.
+pub async fn acquire_lease(
+    conn: &mut PgConnection,
+    user: &UserId,
+    kind: Kind,
+    owner: Uuid,
+    until: DateTime<Utc>,
+    now: DateTime<Utc>,
+) -> Result<bool> {
+    let got = sqlx::query_scalar!(
+        r#"INSERT INTO outbox_leases (user_id, kind, lease_owner, lease_until) VALUES ($1, $2, $3, $4)
+           ON CONFLICT (user_id, kind) DO UPDATE SET lease_owner = EXCLUDED.lease_owner, lease_until = EXCLUDED.lease_until
+           WHERE outbox_leases.lease_until <= $5 OR outbox_leases.lease_owner = $3
+           RETURNING user_id"#,
+        user.as_str(),
+        kind.as_str(),
+        owner,
+        until,
+        now
+    )
+    .fetch_optional(conn)
+    .await?;
+    Ok(got.is_some())
+}
+
+pub async fn release_lease(conn: &mut PgConnection, user: &UserId, kind: Kind, owner: Uuid) -> Result<()> {
+    sqlx::query!(
+        "DELETE FROM outbox_leases WHERE user_id = $1 AND kind = $2 AND lease_owner = $3",
+        user.as_str(),
+        kind.as_str(),
+        owner
+    )
+    .execute(conn)
+    .await?;
+    Ok(())
+}
+
+/// An undelivered row.
+#[derive(Debug, Clone)]
+pub struct Row {
+    pub id: i64,
+    pub payload: serde_json::Value,
+    pub attempts: i32,
+}
+
+/// The user's undelivered, unparked rows of a kind (due or not: a report covers them all).
+pub async fn pending(conn: &mut PgConnection, user: &UserId, kind: Kind) -> Result<Vec<Row>> {
+    let rows = sqlx::query_as!(
+        Row,
+        r#"SELECT id, payload, attempts FROM outbox
+           WHERE user_id = $1 AND kind = $2 AND delivered_time IS NULL AND parked_time IS NULL ORDER BY id"#,
+        user.as_str(),
+        kind.as_str()
+    )
+    .fetch_all(conn)
+    .await?;
+    Ok(rows)
+}
+
+/// What happened to a delivery of rows `ids`.
+#[derive(Debug, Clone)]
+pub enum Outcome {
+    Delivered,
+    /// Try again at `next`.
+    Retry {
+        next: DateTime<Utc>,
+        error: String,
+    },
+    /// Refused for good (kept for `tidegate report` / operators).
+    Parked {
+        error: String,
+    },
+}
+
+/// Record an outcome for `ids`, fenced by the lease: a deliverer whose lease was taken over
+/// records nothing. Returns the rows changed.
+pub async fn settle(
+    conn: &mut PgConnection,
+    user: &UserId,
+    kind: Kind,
+    owner: Uuid,
+    ids: &[i64],
+    outcome: &Outcome,
+    now: DateTime<Utc>,
+) -> Result<u64> {
+    let (delivered, parked, next, error) = match outcome {
+        Outcome::Delivered => (Some(now), None, None, None),
+        Outcome::Retry { next, error } => (None, None, Some(*next), Some(error.as_str())),
+        Outcome::Parked { error } => (None, Some(now), None, Some(error.as_str())),
+    };
+    let done = sqlx::query!(
+        r#"UPDATE outbox SET delivered_time = $4, parked_time = $5, available_at = COALESCE($6, available_at),
+               attempts = attempts + CASE WHEN $4::timestamptz IS NULL THEN 1 ELSE 0 END,
+               last_error = COALESCE($7, last_error)
+           WHERE user_id = $1 AND kind = $2 AND id = ANY($3)
+             AND EXISTS (SELECT 1 FROM outbox_leases l WHERE l.user_id = $1 AND l.kind = $2 AND l.lease_owner = $8)"#,
+        user.as_str(),
+        kind.as_str(),
+        ids,
+        delivered,
+        parked,
+        next,
+        error,
+        owner
+    )
+    .execute(conn)
+    .await?;
+    Ok(done.rows_affected())
+}
+
+/// Queue a fresh clinic report for one user or for every user with a data source
+/// (`tidegate report`). Returns how many were queued.
+pub async fn requeue_reports(conn: &mut PgConnection, user: Option<&UserId>, now: DateTime<Utc>) -> Result<u64> {
+    let done = sqlx::query!(
+        r#"INSERT INTO outbox (kind, user_id, created_time, available_at)
+           SELECT DISTINCT 'clinic_report', user_id, $2::timestamptz, $2::timestamptz FROM data_sources
+           WHERE $1::text IS NULL OR user_id = $1"#,
+        user.map(UserId::as_str),
+        now
+    )
+    .execute(conn)
+    .await?;
+    Ok(done.rows_affected())
+}
+
+/// Depth and the oldest undelivered row's creation time, per kind (for metrics).
+pub async fn stats(conn: &mut PgConnection) -> Result<Vec<(String, i64, Option<DateTime<Utc>>, i64)>> {
+    let rows = sqlx::query!(
+        r#"SELECT kind AS "kind!",
+                  count(*) FILTER (WHERE delivered_time IS NULL AND parked_time IS NULL) AS "depth!",
+                  min(created_time) FILTER (WHERE delivered_time IS NULL AND parked_time IS NULL) AS oldest,
+                  count(*) FILTER (WHERE parked_time IS NOT NULL) AS "parked!"
+           FROM outbox GROUP BY kind"#
+    )
+    .fetch_all(conn)
+    .await?;
+    Ok(rows.into_iter().map(|r| (r.kind, r.depth, r.oldest, r.parked)).collect())
 }

@@ -17,8 +17,9 @@ use serde::Deserialize;
 const DEFAULT_TOML: &str = include_str!("../../../config/default.toml");
 
 /// Paths of every setting that is a secret (dotted, as in the files).
-pub const SECRET_KEYS: [&str; 6] = [
+pub const SECRET_KEYS: [&str; 7] = [
     "token_keys",
+    "messages.smtp_url",
     "auth.jwt_secret",
     "clinic.server_token",
     "partners.dexcom.client_secret",
@@ -60,6 +61,9 @@ pub struct Settings {
     pub http: HttpConfig,
     pub clock: ClockConfig,
     pub clinic: ClinicConfig,
+    #[serde(default)]
+    pub messages: MessagesConfig,
+    pub outbox: OutboxConfig,
     pub log: LogConfig,
     #[serde(default)]
     pub partners: BTreeMap<String, PartnerConfig>,
@@ -132,6 +136,26 @@ pub struct ClinicConfig {
     #[serde(default)]
     pub server_token: Option<SecretString>,
     pub timeout_secs: u64,
+}
+
+/// Patient messages. Without `smtp_url` they are stored and logged, not sent.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct MessagesConfig {
+    /// `smtp://host:port`, `smtp://host:587?tls=required`, `smtps://host:465` (may hold credentials).
+    #[serde(default)]
+    pub smtp_url: Option<SecretString>,
+    #[serde(default)]
+    pub from: Option<String>,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct OutboxConfig {
+    pub lease_secs: i64,
+    pub base_backoff_secs: i64,
+    pub max_backoff_secs: i64,
+    pub idle_ms: u64,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
@@ -273,6 +297,9 @@ impl Settings {
             }
         }
         check_url("public_url", &self.public_url)?;
+        if self.messages.smtp_url.is_some() && self.messages.from.is_none() {
+            return Err(invalid("messages.from", "missing: messages.smtp_url is set"));
+        }
         for (key, url) in
             [("oauth.authorized_url", &self.oauth.authorized_url), ("oauth.declined_url", &self.oauth.declined_url)]
         {
@@ -339,6 +366,7 @@ impl Settings {
             "token_keys" => self.token_keys.as_ref(),
             "auth.jwt_secret" => self.auth.jwt_secret.as_ref(),
             "clinic.server_token" => self.clinic.server_token.as_ref(),
+            "messages.smtp_url" => self.messages.smtp_url.as_ref(),
             "partners.dexcom.client_secret" => self.partners.get("dexcom").and_then(|p| p.client_secret.as_ref()),
             "partners.carelink.client_secret" => self.partners.get("carelink").and_then(|p| p.client_secret.as_ref()),
             "database.url" => Some(&self.database.url),
@@ -414,5 +442,36 @@ impl Settings {
     /// Plain-http partner endpoints (e.g. revocation) are allowed only outside production.
     pub fn allow_insecure_http(&self) -> bool {
         self.env != "production"
+    }
+}
+
+impl Settings {
+    pub fn outbox_settings(&self) -> scheduler::OutboxSettings {
+        scheduler::OutboxSettings {
+            batch: 50,
+            lease: chrono::Duration::seconds(self.outbox.lease_secs),
+            base_backoff: chrono::Duration::seconds(self.outbox.base_backoff_secs),
+            max_backoff: chrono::Duration::seconds(self.outbox.max_backoff_secs),
+            idle: Duration::from_millis(self.outbox.idle_ms),
+        }
+    }
+
+    pub fn mailer(&self) -> Result<Option<scheduler::Mailer>, ConfigError> {
+        let Some(url) = &self.messages.smtp_url else { return Ok(None) };
+        let from = self.messages.from.clone().unwrap_or_default();
+        scheduler::Mailer::new(&scheduler::MailSettings { smtp_url: url.clone(), from })
+            .map(Some)
+            .map_err(|e| invalid("messages.smtp_url", e.to_string()))
+    }
+
+    pub fn clinic_directory(&self) -> Option<partners::clinic::ClinicDirectory> {
+        match (&self.clinic.url, &self.clinic.server_token) {
+            (Some(url), Some(token)) => Some(partners::clinic::ClinicDirectory::new(
+                url,
+                token.clone(),
+                Duration::from_secs(self.clinic.timeout_secs),
+            )),
+            _ => None,
+        }
     }
 }

@@ -25,9 +25,26 @@ struct Cli {
 enum Command {
     /// Apply database migrations, then exit.
     Migrate,
-    /// Run the HTTP API (public listener) and /metrics (ops listener). Applies migrations at
-    /// start-up (safe with several replicas). Stops cleanly on SIGTERM/SIGINT.
-    Serve,
+    /// Run the HTTP API (public listener) and /metrics (ops listener), and the background
+    /// worker (outbox deliveries) unless --no-worker. Applies migrations at start-up (safe with
+    /// several replicas). Stops cleanly on SIGTERM/SIGINT.
+    Serve {
+        /// Run only the API; background work runs in `tidegate worker` replicas.
+        #[arg(long)]
+        no_worker: bool,
+    },
+    /// Run only the background worker (outbox deliveries), any number of replicas.
+    Worker,
+    /// Re-send clinic reports on demand (e.g. after a clinic restore): queues a fresh report
+    /// for one user or for everyone; a running worker delivers it.
+    Report {
+        /// The user to report.
+        #[arg(long, conflicts_with = "all", required_unless_present = "all")]
+        user: Option<String>,
+        /// Every user with a data source.
+        #[arg(long)]
+        all: bool,
+    },
     /// Print a signed JWT (and nothing else) on stdout, for dev, tests and operations.
     Token(TokenArgs),
     /// Run the partner simulator (Dexcom v3, CareLink v13) and the clinic stand-in on one
@@ -188,9 +205,20 @@ async fn run(command: Command, settings: Settings) -> anyhow::Result<()> {
             println!("migrations applied ({} known)", store::MIGRATOR.iter().count());
             Ok(())
         }
-        Command::Serve => {
+        Command::Serve { no_worker } => {
             let app = Application::build(settings).await?;
+            let app = if no_worker { app.without_worker() } else { app };
             app.run_until(startup::shutdown_signal()).await
+        }
+        Command::Worker => startup::run_worker(settings, startup::shutdown_signal()).await,
+        Command::Report { user, .. } => {
+            let user =
+                user.map(|u| model::UserId::parse(&u).map_err(|e| anyhow::anyhow!("--user: {e}"))).transpose()?;
+            let store = startup::store(&settings)?;
+            let mut conn = store.pool().acquire().await?;
+            let n = store::outbox::requeue_reports(&mut conn, user.as_ref(), chrono::Utc::now()).await?;
+            println!("queued {n} clinic report(s)");
+            Ok(())
         }
         Command::Token(args) => {
             let req = TokenRequest {

@@ -6,9 +6,8 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::Context;
-use api::{AppState, Authenticator, ClinicDirectory, ReadinessProbe};
+use api::{AppState, Authenticator, ReadinessProbe};
 use model::SharedClock;
-use secrecy::SecretString;
 use store::Store;
 use tokio::net::TcpListener;
 
@@ -21,6 +20,8 @@ pub struct Application {
     ops: TcpListener,
     state: AppState,
     settings: Settings,
+    /// Background work run beside the API (`serve --no-worker` drops it).
+    outbox: Option<scheduler::OutboxWorker>,
     _tasks: Vec<TaskGuard>,
 }
 
@@ -100,14 +101,8 @@ impl Application {
             authorization_ttl: chrono::Duration::seconds(settings.oauth.authorization_ttl_secs),
             allow_insecure_http: settings.allow_insecure_http(),
         };
-        let clinic = match (&settings.clinic.url, &settings.clinic.server_token) {
-            (Some(url), Some(token)) => Some(ClinicDirectory::new(
-                url,
-                SecretString::from(secrecy::ExposeSecret::expose_secret(token).to_owned()),
-                Duration::from_secs(settings.clinic.timeout_secs),
-            )),
-            _ => None,
-        };
+        let clinic = settings.clinic_directory();
+        let mailer = settings.mailer()?;
         let state = AppState {
             store: store.clone(),
             clock,
@@ -136,7 +131,14 @@ impl Application {
                 tokio::time::sleep(Duration::from_secs(5)).await;
             }
         })));
-        Ok(Self { public, ops, state, settings, _tasks: tasks })
+        let outbox = scheduler::OutboxWorker::new(
+            store.clone(),
+            state.clock.clone(),
+            state.clinic.clone(),
+            mailer,
+            settings.outbox_settings(),
+        );
+        Ok(Self { public, ops, state, settings, outbox: Some(outbox), _tasks: tasks })
     }
 
     pub fn public_addr(&self) -> SocketAddr {
@@ -151,6 +153,12 @@ impl Application {
         &self.state
     }
 
+    /// Do not run background work in this process (`serve --no-worker`).
+    pub fn without_worker(mut self) -> Self {
+        self.outbox = None;
+        self
+    }
+
     /// Serve until `shutdown` resolves, then drain in-flight requests.
     pub async fn run_until(self, shutdown: impl Future<Output = ()> + Send + 'static) -> anyhow::Result<()> {
         let handle = telemetry::metrics_handle();
@@ -159,6 +167,7 @@ impl Application {
         tracing::info!(public = %self.public_addr(), ops = %self.ops_addr(), env = %self.settings.env, "tidegate serving");
 
         let (tx, rx) = tokio::sync::watch::channel(false);
+        let worker = self.outbox.map(|w| tokio::spawn(w.run(rx.clone())));
         let wait = |mut rx: tokio::sync::watch::Receiver<bool>| async move {
             let _ = rx.wait_for(|stop| *stop).await;
         };
@@ -171,6 +180,10 @@ impl Application {
         });
         let (a, b) = tokio::join!(public, ops);
         signal.abort();
+        if let Some(w) = worker {
+            // Stopped by the same signal: finishes the delivery in hand, then exits.
+            let _ = tokio::time::timeout(Duration::from_secs(30), w).await;
+        }
         a.context("public listener")?;
         b.context("ops listener")?;
         tracing::info!("stopped");
@@ -198,4 +211,25 @@ pub async fn shutdown_signal() {
         _ = ctrl_c => {},
         _ = term => {},
     }
+}
+
+/// Run only the background workers (`tidegate worker`) until `shutdown` resolves.
+pub async fn run_worker(settings: Settings, shutdown: impl Future<Output = ()> + Send + 'static) -> anyhow::Result<()> {
+    let store = store(&settings)?;
+    let (clock, _clock_task) = crate::clock::build(&settings.clock).await?;
+    migrate_with_retry(&store).await?;
+    let worker = scheduler::OutboxWorker::new(
+        store,
+        clock,
+        settings.clinic_directory(),
+        settings.mailer()?,
+        settings.outbox_settings(),
+    );
+    let (tx, rx) = tokio::sync::watch::channel(false);
+    let task = tokio::spawn(worker.run(rx));
+    shutdown.await;
+    tracing::info!("worker shutting down");
+    let _ = tx.send(true);
+    let _ = tokio::time::timeout(Duration::from_secs(30), task).await;
+    Ok(())
 }

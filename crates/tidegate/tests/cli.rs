@@ -79,7 +79,7 @@ fn a_bad_setting_stops_startup_with_one_line_naming_it() {
 fn help_documents_every_role() {
     let out = tidegate().arg("--help").output().unwrap();
     let help = String::from_utf8(out.stdout).unwrap();
-    for cmd in ["migrate", "serve", "token", "keys"] {
+    for cmd in ["migrate", "serve", "worker", "report", "sandbox", "token", "keys"] {
         assert!(help.contains(cmd), "{cmd} missing from --help");
     }
     let keys = tidegate().args(["keys", "generate", "--kid", "k2026"]).output().unwrap();

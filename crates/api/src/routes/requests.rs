@@ -35,7 +35,7 @@ async fn clinician_of(state: &AppState, caller: &Caller, clinic: &ClinicId, pati
         return Err(ApiError::Forbidden("Your token does not name this clinic."));
     }
     let directory = state.clinic.as_ref().ok_or(ApiError::Unavailable("No clinic service is configured."))?;
-    if !directory.is_patient(clinic, patient).await? {
+    if !directory.is_patient(clinic, patient).await.map_err(crate::access::clinic_unavailable)? {
         return Err(ApiError::Forbidden("This user is not a patient of this clinic."));
     }
     Ok(())

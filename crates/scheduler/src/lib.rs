@@ -1,0 +1,7 @@
+//! Background work coordinated through Postgres leases (no leader, any number of replicas).
+
+pub mod mail;
+pub mod outbox;
+
+pub use mail::{MailSettings, Mailer};
+pub use outbox::{OutboxSettings, OutboxWorker};

@@ -1,0 +1,314 @@
+//! Clinic reports and patient messages that are never lost.
+
+use std::collections::BTreeMap;
+
+use model::{Clock, ProviderName, UserId};
+use reqwest::StatusCode;
+use serde_json::{Value, json};
+use store::audit::Actor;
+use tidegate_e2e::{World, spawn_world};
+
+use crate::connect::{ALICE, BOB, connect_dexcom};
+
+const CLINIC: &str = "5f1e8a0b9c7d6e5f4a3b2c1d";
+
+async fn admin(w: &World, method: reqwest::Method, path: &str, body: Value) {
+    let r = w.app.http.request(method, w.sandbox.url(path)).json(&body).send().await.unwrap();
+    assert!(r.status().is_success(), "{path}: {}", r.status());
+}
+
+async fn received(w: &World) -> Vec<Value> {
+    let v: Value = w.app.http.get(w.sandbox.url("/admin/clinic/requests")).send().await.unwrap().json().await.unwrap();
+    v["received"].as_array().unwrap().clone()
+}
+
+async fn current_body(w: &World, user: &str) -> Value {
+    let sources = w.app.store.list_data_sources(&UserId::parse(user).unwrap()).await.unwrap();
+    scheduler::outbox::report_body(&sources)
+}
+
+/// Deliver until nothing is due, moving the clock past backoffs.
+async fn drain(w: &World, worker: &scheduler::OutboxWorker) {
+    for _ in 0..50 {
+        worker.deliver_due().await.unwrap();
+        let left: i64 =
+            sqlx::query_scalar("SELECT count(*) FROM outbox WHERE delivered_time IS NULL AND parked_time IS NULL")
+                .fetch_one(w.app.store.pool())
+                .await
+                .unwrap();
+        if left == 0 {
+            return;
+        }
+        w.app.clock.advance(chrono::Duration::minutes(5));
+    }
+    panic!("the outbox did not drain");
+}
+
+async fn seed(w: &World) {
+    for user in [ALICE, BOB] {
+        admin(
+            w,
+            reqwest::Method::POST,
+            "/admin/clinic/patients",
+            json!({"clinicId": CLINIC, "userId": user, "email": format!("{user}@patients.test")}),
+        )
+        .await;
+    }
+}
+
+#[tokio::test]
+async fn a_clinic_outage_loses_nothing_and_the_last_body_is_the_current_state() {
+    let w = spawn_world(&[]).await;
+    seed(&w).await;
+    let worker = w.app.outbox_worker();
+    admin(&w, reqwest::Method::PUT, "/admin/clinic/faults", json!({"down": true})).await;
+    // During a simulated hour: connect, request, disconnect, while deliveries fail.
+    assert_eq!(connect_dexcom(&w, ALICE, "dexcom-001").await.status(), StatusCode::OK);
+    worker.deliver_due().await.unwrap();
+    let actor = Actor { sub: "1111111111".into(), role: "clinician".into() };
+    let request = store::lifecycle::RequestConnection {
+        clinic_id: model::ClinicId::parse(CLINIC).unwrap(),
+        user: UserId::parse(BOB).unwrap(),
+        provider: ProviderName::parse("carelink").unwrap(),
+        link_base: w.app.url("/v1/oauth/carelink/authorize?restricted_token="),
+        ttl: chrono::Duration::days(30),
+    };
+    w.app.store.request_connection(&actor, &request, w.app.clock.now()).await.unwrap();
+    for _ in 0..12 {
+        w.app.clock.advance(chrono::Duration::minutes(5));
+        worker.deliver_due().await.unwrap();
+    }
+    assert_eq!(connect_dexcom(&w, BOB, "dexcom-002").await.status(), StatusCode::OK);
+    let r = w
+        .app
+        .http
+        .delete(w.app.url("/v1/oauth/dexcom/authorize"))
+        .bearer_auth(w.app.patient_token(ALICE))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), StatusCode::NO_CONTENT);
+    worker.deliver_due().await.unwrap();
+    let attempts: i32 =
+        sqlx::query_scalar("SELECT max(attempts) FROM outbox").fetch_one(w.app.store.pool()).await.unwrap();
+    assert!(attempts >= 2, "deliveries were retried during the outage");
+    // The clinic returns.
+    admin(&w, reqwest::Method::PUT, "/admin/clinic/faults", json!({})).await;
+    drain(&w, &worker).await;
+    let all = received(&w).await;
+    assert!(all.iter().all(|r| r["status"] != 400), "no body ever failed the clinic contract");
+    let mut last: BTreeMap<String, Value> = BTreeMap::new();
+    for r in all.iter().filter(|r| r["status"] == 200) {
+        last.insert(r["userId"].as_str().unwrap().to_owned(), r["body"].clone());
+    }
+    for user in [ALICE, BOB] {
+        assert_eq!(last[user], current_body(&w, user).await, "{user}: last received body = current state");
+    }
+    // Bob's body has every provider: the pending CareLink request and the connected Dexcom.
+    let bob = &last[BOB];
+    let states: BTreeMap<&str, &str> = bob
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|e| (e["providerName"].as_str().unwrap(), e["state"].as_str().unwrap()))
+        .collect();
+    assert_eq!(states, BTreeMap::from([("carelink", "pending"), ("dexcom", "connected")]));
+    assert!(bob.as_array().unwrap().iter().any(|e| e["expirationTime"].is_string()));
+    // A burst coalesced: far fewer successful PUTs than changes.
+    assert!(all.iter().filter(|r| r["status"] == 200).count() <= 2, "one PUT per user after the outage");
+}
+
+#[tokio::test]
+async fn a_lost_acknowledgement_causes_at_most_a_repeated_identical_put() {
+    let w = spawn_world(&[("TIDEGATE_CLINIC__TIMEOUT_SECS", "1")]).await;
+    seed(&w).await;
+    assert_eq!(connect_dexcom(&w, ALICE, "dexcom-001").await.status(), StatusCode::OK);
+    // The clinic records the PUT but the answer never reaches us (we time out).
+    admin(&w, reqwest::Method::PUT, "/admin/clinic/faults", json!({"ackDelayMs": 3000})).await;
+    let worker = w.app.outbox_worker();
+    worker.deliver_due().await.unwrap();
+    assert_eq!(received(&w).await.len(), 1);
+    // And a deliverer killed between send and acknowledgement: its lease simply expires.
+    w.app.clock.advance(chrono::Duration::minutes(30));
+    let killed = w.app.outbox_worker();
+    let task = tokio::spawn(async move { killed.deliver_due().await });
+    for _ in 0..100 {
+        if received(&w).await.len() == 2 {
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    }
+    task.abort();
+    admin(&w, reqwest::Method::PUT, "/admin/clinic/faults", json!({})).await;
+    w.app.clock.advance(chrono::Duration::minutes(30));
+    drain(&w, &w.app.outbox_worker()).await;
+    let all = received(&w).await;
+    assert!(all.len() >= 2 && all.len() <= 3, "{} PUTs", all.len());
+    for r in &all {
+        assert_eq!(r["body"], all[0]["body"], "every repeat is identical");
+    }
+}
+
+#[tokio::test]
+async fn two_replicas_never_send_an_older_snapshot_after_a_newer_one() {
+    let w = spawn_world(&[]).await;
+    seed(&w).await;
+    let (a, b) = (w.app.outbox_worker(), w.app.outbox_worker());
+    assert_ne!(a.owner(), b.owner());
+    let actor = Actor { sub: "1111111111".into(), role: "clinician".into() };
+    let clinic = model::ClinicId::parse(CLINIC).unwrap();
+    for round in 0..12 {
+        for user in [ALICE, BOB] {
+            let u = UserId::parse(user).unwrap();
+            let provider = ProviderName::parse(if round % 2 == 0 { "dexcom" } else { "carelink" }).unwrap();
+            if round % 3 == 2 {
+                w.app.store.disconnect(&actor, &u, &provider, w.app.clock.now()).await.unwrap();
+            } else {
+                let r = store::lifecycle::RequestConnection {
+                    clinic_id: clinic.clone(),
+                    user: u,
+                    provider,
+                    link_base: w.app.url("/x?restricted_token="),
+                    ttl: chrono::Duration::days(30),
+                };
+                w.app.store.request_connection(&actor, &r, w.app.clock.now()).await.unwrap();
+            }
+        }
+        w.app.clock.advance(chrono::Duration::seconds(1));
+        let (ra, rb) = tokio::join!(a.deliver_due(), b.deliver_due());
+        ra.unwrap();
+        rb.unwrap();
+    }
+    drain(&w, &a).await;
+    let all = received(&w).await;
+    for user in [ALICE, BOB] {
+        let stamps: Vec<String> = all
+            .iter()
+            .filter(|r| r["userId"] == user && r["status"] == 200)
+            .map(|r| {
+                r["body"]
+                    .as_array()
+                    .unwrap()
+                    .iter()
+                    .map(|e| e["modifiedTime"].as_str().unwrap().to_owned())
+                    .max()
+                    .unwrap_or_default()
+            })
+            .collect();
+        assert!(stamps.len() >= 2, "{user}: several deliveries");
+        assert!(stamps.windows(2).all(|p| p[0] <= p[1]), "{user}: snapshots in order {stamps:?}");
+        let last = all.iter().rev().find(|r| r["userId"] == user && r["status"] == 200).unwrap();
+        assert_eq!(last["body"], current_body(&w, user).await);
+    }
+}
+
+#[tokio::test]
+async fn parked_reports_are_resent_on_demand() {
+    let w = spawn_world(&[]).await;
+    // ALICE is no clinic's patient: 404 means "nothing to deliver".
+    assert_eq!(connect_dexcom(&w, ALICE, "dexcom-001").await.status(), StatusCode::OK);
+    let worker = w.app.outbox_worker();
+    drain(&w, &worker).await;
+    assert_eq!(received(&w).await[0]["status"], 404);
+    // Re-send on demand (what `tidegate report --all` does), now that she is a patient.
+    seed(&w).await;
+    let mut conn = w.app.store.pool().acquire().await.unwrap();
+    let n = store::outbox::requeue_reports(&mut conn, None, w.app.clock.now()).await.unwrap();
+    assert_eq!(n, 1);
+    drain(&w, &worker).await;
+    let all = received(&w).await;
+    assert_eq!(all.last().unwrap()["status"], 200);
+}
+
+/// A real SMTP conversation with a real SMTP server (aiosmtpd, installed by .ci/run).
+#[tokio::test]
+async fn a_connection_request_is_mailed_with_a_working_link() {
+    let port = {
+        let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        l.local_addr().unwrap().port()
+    };
+    let maildir = std::env::temp_dir().join(format!("tidegate-mail-{}", uuid::Uuid::new_v4().simple()));
+    let mut smtp = std::process::Command::new("python3")
+        .args([
+            "-m",
+            "aiosmtpd",
+            "-n",
+            "-l",
+            &format!("127.0.0.1:{port}"),
+            "-c",
+            "aiosmtpd.handlers.Mailbox",
+            maildir.to_str().unwrap(),
+        ])
+        .spawn()
+        .expect("python3 with aiosmtpd (pip install aiosmtpd==1.4.6; .ci/run installs it)");
+    for _ in 0..100 {
+        if std::net::TcpStream::connect(("127.0.0.1", port)).is_ok() {
+            break;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    }
+    let url = format!("smtp://127.0.0.1:{port}");
+    let w = spawn_world(&[
+        ("TIDEGATE_MESSAGES__SMTP_URL", &url),
+        ("TIDEGATE_MESSAGES__FROM", "tidegate <no-reply@tidegate.test>"),
+    ])
+    .await;
+    seed(&w).await;
+    let clinician = w.app.token(api::Role::Clinician, "1111111111", &[CLINIC]);
+    let r = w
+        .app
+        .http
+        .post(w.app.url(&format!("/v1/clinics/{CLINIC}/patients/{ALICE}/connect/dexcom")))
+        .bearer_auth(clinician)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), StatusCode::NO_CONTENT);
+    drain(&w, &w.app.outbox_worker()).await;
+    // Read the message the SMTP server stored.
+    let mut text = String::new();
+    for sub in ["new", "cur"] {
+        if let Ok(entries) = std::fs::read_dir(maildir.join(sub)) {
+            for e in entries {
+                text.push_str(&std::fs::read_to_string(e.unwrap().path()).unwrap());
+            }
+        }
+    }
+    let _ = smtp.kill();
+    let _ = smtp.wait();
+    let text = quoted_printable(&text);
+    std::fs::remove_dir_all(&maildir).ok();
+    assert!(text.contains(&format!("To: {ALICE}@patients.test")), "{text}");
+    assert!(text.contains("Subject: Your clinic asks you to connect your dexcom account"), "{text}");
+    let start = text.find("http://").expect("a link");
+    let link: String = text[start..].chars().take_while(|c| !c.is_whitespace()).collect();
+    assert!(link.contains("restricted_token="), "{link}");
+    // The link works: it opens the connect flow (region choice for Dexcom).
+    let page = reqwest::get(&link).await.unwrap();
+    assert_eq!(page.status(), StatusCode::OK);
+    assert!(page.text().await.unwrap().contains("region=us"));
+    // And it is valid for 30 days.
+    w.app.clock.advance(chrono::Duration::days(29));
+    assert_eq!(reqwest::get(&link).await.unwrap().status(), StatusCode::OK);
+}
+
+/// Decode a quoted-printable body (soft line breaks and =XX escapes), as a mail reader does.
+fn quoted_printable(s: &str) -> String {
+    let joined = s.replace("=\r\n", "").replace("=\n", "");
+    let bytes = joined.as_bytes();
+    let mut out = Vec::with_capacity(bytes.len());
+    let mut i = 0;
+    while i < bytes.len() {
+        if bytes[i] == b'='
+            && i + 2 < bytes.len()
+            && let Ok(b) = u8::from_str_radix(&joined[i + 1..i + 3], 16)
+        {
+            out.push(b);
+            i += 3;
+            continue;
+        }
+        out.push(bytes[i]);
+        i += 1;
+    }
+    String::from_utf8_lossy(&out).into_owned()
+}
