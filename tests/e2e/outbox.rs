@@ -79,6 +79,16 @@ async fn a_clinic_outage_loses_nothing_and_the_last_body_is_the_current_state() 
         worker.deliver_due().await.unwrap();
     }
     assert_eq!(connect_dexcom(&w, BOB, "dexcom-002").await.status(), StatusCode::OK);
+    // Bob's Dexcom authorization is confirmed dead: state error.
+    let bob_sources = w.app.store.list_data_sources(&UserId::parse(BOB).unwrap()).await.unwrap();
+    let bob_dexcom = bob_sources.into_iter().find(|s| s.provider.as_str() == "dexcom").unwrap();
+    let error = store::data_sources::SourceError {
+        code: "authorization_revoked".into(),
+        message: "Reconnect your Dexcom account.".into(),
+        time: w.app.clock.now(),
+    };
+    w.app.store.fail(&Actor::system(), &bob_dexcom.id, &error, w.app.clock.now()).await.unwrap();
+    worker.deliver_due().await.unwrap();
     let r = w
         .app
         .http
@@ -97,6 +107,8 @@ async fn a_clinic_outage_loses_nothing_and_the_last_body_is_the_current_state() 
     drain(&w, &worker).await;
     let all = received(&w).await;
     assert!(all.iter().all(|r| r["status"] != 400), "no body ever failed the clinic contract");
+    let broken = store::lifecycle::check_invariants(&w.app.store).await.unwrap();
+    assert!(broken.is_empty(), "{broken:?}");
     let mut last: BTreeMap<String, Value> = BTreeMap::new();
     for r in all.iter().filter(|r| r["status"] == 200) {
         last.insert(r["userId"].as_str().unwrap().to_owned(), r["body"].clone());
@@ -104,7 +116,7 @@ async fn a_clinic_outage_loses_nothing_and_the_last_body_is_the_current_state() 
     for user in [ALICE, BOB] {
         assert_eq!(last[user], current_body(&w, user).await, "{user}: last received body = current state");
     }
-    // Bob's body has every provider: the pending CareLink request and the connected Dexcom.
+    // Bob's body has every provider: the pending CareLink request and the failed Dexcom.
     let bob = &last[BOB];
     let states: BTreeMap<&str, &str> = bob
         .as_array()
@@ -112,7 +124,7 @@ async fn a_clinic_outage_loses_nothing_and_the_last_body_is_the_current_state() 
         .iter()
         .map(|e| (e["providerName"].as_str().unwrap(), e["state"].as_str().unwrap()))
         .collect();
-    assert_eq!(states, BTreeMap::from([("carelink", "pending"), ("dexcom", "connected")]));
+    assert_eq!(states, BTreeMap::from([("carelink", "pending"), ("dexcom", "error")]));
     assert!(bob.as_array().unwrap().iter().any(|e| e["expirationTime"].is_string()));
     // A burst coalesced: far fewer successful PUTs than changes.
     assert!(all.iter().filter(|r| r["status"] == 200).count() <= 2, "one PUT per user after the outage");

@@ -138,6 +138,21 @@ pub async fn lock(conn: &mut PgConnection, user: &UserId, provider: &ProviderNam
     row.map(DataSource::try_from).transpose()
 }
 
+/// A source by id, locked for the rest of the transaction.
+pub async fn lock_by_id(conn: &mut PgConnection, id: &DataSourceId) -> Result<Option<DataSource>> {
+    let row = sqlx::query_as!(
+        Row,
+        r#"SELECT id, user_id, provider, state, region, error, ever_connected, expiration_time,
+                  earliest_data_time, latest_data_time, last_import_time, created_time,
+                  modified_time, revision
+           FROM data_sources WHERE id = $1 FOR UPDATE"#,
+        id.as_str()
+    )
+    .fetch_optional(conn)
+    .await?;
+    row.map(DataSource::try_from).transpose()
+}
+
 /// Create the user's source for a provider (callers hold the decision from [`model::transition`]).
 pub async fn insert(
     conn: &mut PgConnection,

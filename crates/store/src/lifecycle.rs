@@ -311,3 +311,40 @@ impl Store {
 fn message_link_aad(user: &UserId, request: &uuid::Uuid) -> Vec<u8> {
     crate::crypto::aad("outbox", &format!("{user}/{request}"), "link")
 }
+
+impl Store {
+    /// A confirmed authorization failure or a permanent partner error: state `error` with the
+    /// reason, polling paused, clinic report and audit entry — one transaction. A source that
+    /// is no longer connected (disconnected meanwhile) is left alone.
+    pub async fn fail(
+        &self,
+        actor: &Actor,
+        id: &model::DataSourceId,
+        error: &data_sources::SourceError,
+        now: DateTime<Utc>,
+    ) -> crate::Result<Option<DataSource>> {
+        let mut tx = self.pool.begin().await?;
+        let Some(source) = data_sources::lock_by_id(&mut tx, id).await? else { return Ok(None) };
+        let Transition::To(state) = transition(Some(source.state), source.ever_connected, Event::Failed) else {
+            return Ok(Some(source));
+        };
+        let change = StateChange { state, error: Some(error.clone()), expiration_time: None, region: None, now };
+        let updated = data_sources::update_state(&mut tx, id, &change).await?;
+        poll_schedule::pause(&mut tx, id, now).await?;
+        outbox::enqueue_clinic_report(&mut tx, &source.user_id, now).await?;
+        audit::record(
+            &mut tx,
+            &Entry {
+                actor,
+                action: "fail",
+                user_id: Some(&source.user_id),
+                data_source_id: Some(id),
+                detail: serde_json::json!({ "code": error.code }),
+                time: now,
+            },
+        )
+        .await?;
+        tx.commit().await?;
+        Ok(Some(updated))
+    }
+}

@@ -37,3 +37,15 @@ pub async fn start(
     .await?;
     Ok(())
 }
+
+/// Pause polling (state `error`): the row stays, so the invariant "error ⇒ schedule paused" holds.
+pub async fn pause(conn: &mut PgConnection, id: &DataSourceId, now: chrono::DateTime<chrono::Utc>) -> Result<()> {
+    sqlx::query!(
+        "UPDATE poll_schedule SET paused = true, lease_owner = NULL, modified_time = $2 WHERE data_source_id = $1",
+        id.as_str(),
+        now
+    )
+    .execute(conn)
+    .await?;
+    Ok(())
+}
