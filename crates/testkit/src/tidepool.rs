@@ -1,0 +1,162 @@
+//! Validate datums against Tidepool's published OpenAPI data models in
+//! `../shared/reference/tidepool/` — each datum against its own type's schema — applying only
+//! the patches listed in that folder's `ERRATA.md`.
+
+use std::path::{Path, PathBuf};
+
+use jsonschema::{Retrieve, Uri, Validator};
+use serde_json::Value;
+
+/// `../shared` beside the repository (or `TIDEGATE_SHARED_DIR`).
+pub fn shared_dir() -> PathBuf {
+    std::env::var("TIDEGATE_SHARED_DIR")
+        .map(PathBuf::from)
+        .unwrap_or_else(|_| PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../../shared"))
+}
+
+/// The `TidepoolApi/reference` folder.
+pub fn reference_dir() -> PathBuf {
+    shared_dir().join("reference/tidepool/TidepoolApi/reference")
+}
+
+/// The ERRATA.md patches, applied to a schema document by its path below `reference/`.
+fn patch(rel: &str, mut doc: Value) -> Value {
+    fn only_type_required(v: &mut Value) {
+        match v {
+            Value::Object(o) => {
+                if let Some(Value::Array(req)) = o.get_mut("required") {
+                    req.retain(|r| r == "type");
+                }
+                o.values_mut().for_each(only_type_required);
+            }
+            Value::Array(a) => a.iter_mut().for_each(only_type_required),
+            _ => {}
+        }
+    }
+    match rel {
+        // food: brand, code, meal, name are optional in the platform.
+        "data/models/food/food.v1.yaml" | "data/models/activity/physical/physical.v1.yaml" => {
+            only_type_required(&mut doc)
+        }
+        // A bg out-of-range annotation matches both branches of the oneOf.
+        "common/models/annotation.v1.yaml" => {
+            if let Some(o) = doc.as_object_mut()
+                && let Some(one_of) = o.remove("oneOf")
+            {
+                o.insert("anyOf".into(), one_of);
+            }
+        }
+        _ => {}
+    }
+    doc
+}
+
+/// Which file actually describes a path (ERRATA: `deviceEvent/status` → `deliverystatus`).
+fn substitute(rel: &str) -> &str {
+    match rel {
+        "data/models/deviceevent/status.v1.yaml" => "data/models/deviceevent/deliverystatus.v1.yaml",
+        other => other,
+    }
+}
+
+struct YamlFiles {
+    root: PathBuf,
+}
+
+impl YamlFiles {
+    fn load(&self, path: &Path) -> Result<Value, String> {
+        let rel =
+            path.strip_prefix(&self.root).map_err(|_| format!("{} is outside the reference folder", path.display()))?;
+        let rel = rel.to_string_lossy().replace('\\', "/");
+        let real = self.root.join(substitute(&rel));
+        let text = std::fs::read_to_string(&real).map_err(|e| format!("{}: {e}", real.display()))?;
+        let yaml: serde_yaml::Value = serde_yaml::from_str(&text).map_err(|e| format!("{}: {e}", real.display()))?;
+        let json = serde_json::to_value(yaml).map_err(|e| format!("{}: {e}", real.display()))?;
+        Ok(patch(&rel, json))
+    }
+}
+
+impl Retrieve for YamlFiles {
+    fn retrieve(&self, uri: &Uri<String>) -> Result<Value, Box<dyn std::error::Error + Send + Sync>> {
+        if uri.scheme().as_str() != "file" {
+            return Err(format!("only file references are resolved: {uri}").into());
+        }
+        let path = PathBuf::from(uri.path().as_str());
+        Ok(self.load(&path)?)
+    }
+}
+
+/// A validator for one schema file (path below `reference/`, e.g.
+/// `data/models/blood/continuousglucose.v1.yaml`).
+pub fn validator(rel: &str) -> Result<Validator, String> {
+    let root = reference_dir()
+        .canonicalize()
+        .map_err(|e| format!("{}: {e} (is ../shared beside the repository?)", reference_dir().display()))?;
+    let target = root.join(rel);
+    let schema = serde_json::json!({ "$ref": format!("file://{}", target.display()) });
+    jsonschema::options()
+        .with_draft(jsonschema::Draft::Draft7)
+        .should_validate_formats(true)
+        .should_ignore_unknown_formats(true)
+        .with_retriever(YamlFiles { root })
+        .build(&schema)
+        .map_err(|e| format!("{rel}: {e}"))
+}
+
+/// Validate a datum; the errors name the JSON pointer of each problem.
+pub fn validate(rel: &str, datum: &Value) -> Result<(), Vec<String>> {
+    let v = validator(rel).map_err(|e| vec![e])?;
+    let errors: Vec<String> = v.iter_errors(datum).map(|e| format!("{} at {}", e, e.instance_path())).collect();
+    if errors.is_empty() { Ok(()) } else { Err(errors) }
+}
+
+#[cfg(test)]
+mod tests {
+    use serde_json::json;
+
+    use super::validate;
+
+    const CBG: &str = "data/models/blood/continuousglucose.v1.yaml";
+
+    fn cbg() -> serde_json::Value {
+        json!({
+            "type": "cbg",
+            "units": "mg/dL",
+            "value": 120,
+            "trend": "constant",
+            "trendRate": 0.4,
+            "trendRateUnits": "mg/dL/minute",
+            "time": "2026-03-08T09:00:00.000Z",
+            "deviceTime": "2026-03-08T04:00:00",
+            "timezoneOffset": -300,
+            "deviceId": "DexcomG7_0123456789abcdef",
+            "id": "0123456789abcdef0123456789abcdef",
+            "origin": {"id": "2e5a1d3c-0d2f-4a55-9e58-6a0e5e2b1c77", "name": "com.dexcom.api", "type": "service", "version": "3.0", "time": "2026-03-08T09:05:00.000Z"},
+        })
+    }
+
+    #[test]
+    fn a_valid_cbg_passes_and_broken_ones_fail() {
+        validate(CBG, &cbg()).unwrap_or_else(|e| panic!("{e:#?}"));
+        for (field, bad) in
+            [("units", json!("mg/DL")), ("value", json!(1200)), ("trend", json!("flat")), ("type", json!("smbg"))]
+        {
+            let mut d = cbg();
+            d[field] = bad;
+            assert!(validate(CBG, &d).is_err(), "{field} should be refused");
+        }
+    }
+
+    #[test]
+    fn the_errata_patches_apply() {
+        // A carbs-only food (Dexcom events): valid only with the food patch.
+        let food = json!({
+            "type": "food",
+            "nutrition": {"carbohydrate": {"net": 45, "units": "grams"}},
+            "time": "2026-03-08T12:00:00.000Z",
+            "deviceId": "Dexcom_abc",
+            "id": "abcdef0123456789abcdef0123456789",
+        });
+        validate("data/models/food/food.v1.yaml", &food).unwrap_or_else(|e| panic!("{e:#?}"));
+    }
+}
