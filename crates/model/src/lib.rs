@@ -4,6 +4,7 @@
 //! tested (and fuzzed) in isolation.
 
 pub mod clock;
+pub mod datum;
 pub mod ids;
 pub mod provider;
 pub mod state;

@@ -38,17 +38,24 @@ fn patch(rel: &str, mut doc: Value) -> Value {
         "data/models/food/food.v1.yaml" | "data/models/activity/physical/physical.v1.yaml" => {
             only_type_required(&mut doc)
         }
-        // A bg out-of-range annotation matches both branches of the oneOf.
-        "common/models/annotation.v1.yaml" => {
-            if let Some(o) = doc.as_object_mut()
-                && let Some(one_of) = o.remove("oneOf")
-            {
-                o.insert("anyOf".into(), one_of);
-            }
-        }
+        // A bg out-of-range annotation matches both branches of the (nested) oneOf.
+        "common/models/annotation.v1.yaml" => one_of_as_any_of(&mut doc),
         _ => {}
     }
     doc
+}
+
+fn one_of_as_any_of(v: &mut Value) {
+    match v {
+        Value::Object(o) => {
+            if let Some(one_of) = o.remove("oneOf") {
+                o.insert("anyOf".into(), one_of);
+            }
+            o.values_mut().for_each(one_of_as_any_of);
+        }
+        Value::Array(a) => a.iter_mut().for_each(one_of_as_any_of),
+        _ => {}
+    }
 }
 
 /// Which file actually describes a path (ERRATA: `deviceEvent/status` → `deliverystatus`).
