@@ -45,6 +45,9 @@ enum Command {
         #[arg(long)]
         all: bool,
     },
+    /// Check the data-source invariants (DESIGN §2) over the whole database; prints each
+    /// violation and exits non-zero when there is any.
+    Doctor,
     /// Print a signed JWT (and nothing else) on stdout, for dev, tests and operations.
     Token(TokenArgs),
     /// Run the partner simulator (Dexcom v3, CareLink v13) and the clinic stand-in on one
@@ -211,6 +214,19 @@ async fn run(command: Command, settings: Settings) -> anyhow::Result<()> {
             app.run_until(startup::shutdown_signal()).await
         }
         Command::Worker => startup::run_worker(settings, startup::shutdown_signal()).await,
+        Command::Doctor => {
+            let store = startup::store(&settings)?;
+            let broken = store::lifecycle::check_invariants(&store).await?;
+            for v in &broken {
+                println!("data source {}: violates \"{}\"", v.data_source_id, v.rule);
+            }
+            if broken.is_empty() {
+                println!("all data-source invariants hold");
+                Ok(())
+            } else {
+                anyhow::bail!("{} invariant violation(s)", broken.len())
+            }
+        }
         Command::Report { user, .. } => {
             let user =
                 user.map(|u| model::UserId::parse(&u).map_err(|e| anyhow::anyhow!("--user: {e}"))).transpose()?;

@@ -79,7 +79,7 @@ fn a_bad_setting_stops_startup_with_one_line_naming_it() {
 fn help_documents_every_role() {
     let out = tidegate().arg("--help").output().unwrap();
     let help = String::from_utf8(out.stdout).unwrap();
-    for cmd in ["migrate", "serve", "worker", "report", "sandbox", "token", "keys"] {
+    for cmd in ["migrate", "serve", "worker", "report", "doctor", "sandbox", "token", "keys"] {
         assert!(help.contains(cmd), "{cmd} missing from --help");
     }
     let keys = tidegate().args(["keys", "generate", "--kid", "k2026"]).output().unwrap();
@@ -151,4 +151,26 @@ async fn migrate_then_serve_then_sigterm() {
         std::thread::sleep(Duration::from_millis(50));
     };
     assert!(status.success(), "clean exit on SIGTERM: {status:?}");
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn doctor_passes_on_a_sound_database_and_fails_on_a_broken_one() {
+    let db = TestDb::create().await;
+    let run = |args: &[&str]| tidegate().env("DATABASE_URL", &db.url).args(args).output().unwrap();
+    assert!(run(&["migrate"]).status.success());
+    let ok = run(&["doctor"]);
+    assert!(ok.status.success(), "{}", String::from_utf8_lossy(&ok.stderr));
+    // Break it on purpose: a connected source without tokens or schedule.
+    let mut conn = <sqlx::PgConnection as sqlx::Connection>::connect(&db.url).await.unwrap();
+    sqlx::query(
+        "INSERT INTO data_sources (id, user_id, provider, state, created_time, modified_time)
+         VALUES ('0123456789abcdef01234567', '0123456789', 'dexcom', 'connected', now(), now())",
+    )
+    .execute(&mut conn)
+    .await
+    .unwrap();
+    let broken = run(&["doctor"]);
+    assert!(!broken.status.success());
+    let out = String::from_utf8_lossy(&broken.stdout);
+    assert!(out.contains("0123456789abcdef01234567") && out.contains("connected ⇒ provider session exists"), "{out}");
 }
