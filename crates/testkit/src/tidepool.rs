@@ -2,7 +2,9 @@
 //! `../shared/reference/tidepool/` — each datum against its own type's schema — applying only
 //! the patches listed in that folder's `ERRATA.md`.
 
+use std::collections::HashMap;
 use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex, OnceLock};
 
 use jsonschema::{Retrieve, Uri, Validator};
 use serde_json::Value;
@@ -102,7 +104,7 @@ pub fn validator(rel: &str) -> Result<Validator, String> {
     let target = root.join(rel);
     let schema = serde_json::json!({ "$ref": format!("file://{}", target.display()) });
     jsonschema::options()
-        .with_draft(jsonschema::Draft::Draft7)
+        .with_draft(jsonschema::Draft::Draft4)
         .should_validate_formats(true)
         .should_ignore_unknown_formats(true)
         .with_retriever(YamlFiles { root })
@@ -110,9 +112,20 @@ pub fn validator(rel: &str) -> Result<Validator, String> {
         .map_err(|e| format!("{rel}: {e}"))
 }
 
-/// Validate a datum; the errors name the JSON pointer of each problem.
+/// Validate a datum; the errors name the JSON pointer of each problem. Validators are built
+/// once per schema file and process.
 pub fn validate(rel: &str, datum: &Value) -> Result<(), Vec<String>> {
-    let v = validator(rel).map_err(|e| vec![e])?;
+    static CACHE: OnceLock<Mutex<HashMap<String, Arc<Validator>>>> = OnceLock::new();
+    let cache = CACHE.get_or_init(Default::default);
+    let cached = cache.lock().unwrap_or_else(|p| p.into_inner()).get(rel).cloned();
+    let v = match cached {
+        Some(v) => v,
+        None => {
+            let v = Arc::new(validator(rel).map_err(|e| vec![e])?);
+            cache.lock().unwrap_or_else(|p| p.into_inner()).insert(rel.to_owned(), v.clone());
+            v
+        }
+    };
     let errors: Vec<String> = v.iter_errors(datum).map(|e| format!("{} at {}", e, e.instance_path())).collect();
     if errors.is_empty() { Ok(()) } else { Err(errors) }
 }
