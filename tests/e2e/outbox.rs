@@ -253,12 +253,14 @@ async fn a_connection_request_is_mailed_with_a_working_link() {
         ])
         .spawn()
         .expect("python3 with aiosmtpd (pip install aiosmtpd==1.4.6; .ci/run installs it)");
-    for _ in 0..100 {
-        if std::net::TcpStream::connect(("127.0.0.1", port)).is_ok() {
-            break;
+    let listening = (0..100).any(|_| {
+        let up = std::net::TcpStream::connect(("127.0.0.1", port)).is_ok();
+        if !up {
+            std::thread::sleep(std::time::Duration::from_millis(50));
         }
-        std::thread::sleep(std::time::Duration::from_millis(50));
-    }
+        up
+    });
+    assert!(listening, "the aiosmtpd server did not start (pip install aiosmtpd==1.4.6; .ci/run installs it)");
     let url = format!("smtp://127.0.0.1:{port}");
     let w = spawn_world(&[
         ("TIDEGATE_MESSAGES__SMTP_URL", &url),

@@ -25,6 +25,10 @@ pub enum PartnerError {
     /// The partner answered something we cannot use (malformed JSON, missing fields).
     #[error("unexpected answer from the partner: {0}")]
     Protocol(String),
+    /// The partner will not serve this data source until the person acts (reconnect, choose a
+    /// patient): a confirmed data-source error. `message` is written for the person.
+    #[error("{message}")]
+    Permanent { code: String, message: String },
     /// Our own configuration is wrong (missing URL or client id).
     #[error("partner configuration: {0}")]
     Config(String),

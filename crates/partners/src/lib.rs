@@ -8,6 +8,7 @@ pub mod clinic;
 pub mod config;
 pub mod dexcom;
 pub mod error;
+pub mod fetch;
 pub mod http;
 pub mod oauth;
 pub mod registry;

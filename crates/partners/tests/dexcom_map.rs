@@ -106,3 +106,138 @@ fn simulated_people_map_with_correct_local_times() {
     assert_eq!(people[0].tz, chrono_tz::America::New_York);
     assert_eq!(people[1].tz, chrono_tz::Asia::Kolkata);
 }
+
+fn valid_datum(d: &model::datum::Datum) -> Value {
+    d.validate().unwrap_or_else(|e| panic!("our rules: {e}"));
+    let v = d.to_json();
+    testkit::tidepool::validate(&format!("data/models/{}", d.schema()), &v).unwrap_or_else(|e| panic!("{e:#?}\n{v:#}"));
+    v
+}
+
+fn shared_json(rel: &str) -> Value {
+    let p = testkit::tidepool::shared_dir().join(rel);
+    serde_json::from_str(&std::fs::read_to_string(p).unwrap()).unwrap()
+}
+
+/// Events, calibrations, alerts and devices of simulated people over a week: every record maps
+/// to its Tidepool type and validates against that type's published schema; edits replace,
+/// deletions remove.
+#[test]
+fn every_simulated_record_type_maps_and_validates() {
+    use std::collections::BTreeMap;
+    use tidegate_partners::dexcom::map::{self, EventChange};
+    let people = sandbox::people::population(7, 6, 0);
+    let t = |s: &str| DateTime::parse_from_rfc3339(s).unwrap().to_utc();
+    let (start, end) = (t("2026-03-03T00:00:00Z"), t("2026-03-10T00:00:00Z"));
+    let late = t("2026-03-12T00:00:00Z");
+    let mut types: BTreeMap<String, usize> = BTreeMap::new();
+    let (mut updated, mut removed) = (0, 0);
+    for p in &people {
+        for r in sandbox::dexcom::records::events(p, start, end, late, false) {
+            match map::event(&user(), &r).unwrap_or_else(|e| panic!("{e}: {r}")) {
+                EventChange::Upsert(d) => {
+                    let v = valid_datum(&d);
+                    *types.entry(v["type"].as_str().unwrap().to_string()).or_default() += 1;
+                    if r["eventStatus"] == "updated" {
+                        updated += 1;
+                        assert_eq!(v["payload"]["value"], r["value"]);
+                    }
+                    if r["eventType"] == "notes" {
+                        assert_eq!(v["notes"][0], r["value"]);
+                        assert_eq!(v["states"][0]["state"], "other");
+                    }
+                    if r["eventType"] == "health" && r["eventSubType"] == "highSymptoms" {
+                        assert_eq!(v["states"][0]["state"], "hyperglycemiaSymptoms");
+                    }
+                    if r["eventType"] == "insulin" {
+                        assert!(v.get("formulation").is_none());
+                        assert_eq!(v["payload"]["eventSubType"], r["eventSubType"]);
+                        assert_eq!(v["dose"]["total"].as_f64(), r["value"].as_str().unwrap().parse::<f64>().ok());
+                    }
+                }
+                EventChange::Remove(id) => {
+                    removed += 1;
+                    // The id a deletion removes is the id the created event was stored under.
+                    let mut created = r.clone();
+                    created["eventStatus"] = json!("created");
+                    if let Ok(EventChange::Upsert(d)) = map::event(&user(), &created) {
+                        assert_eq!(d.base().id, id);
+                    }
+                }
+            }
+        }
+        for r in sandbox::dexcom::records::calibrations(p, start, end, late) {
+            let v = valid_datum(&map::calibration(&user(), &r).unwrap());
+            assert_eq!((v["type"].as_str(), v["subType"].as_str()), (Some("deviceEvent"), Some("calibration")));
+            *types.entry("deviceEvent/calibration".into()).or_default() += 1;
+        }
+        for r in sandbox::dexcom::records::alerts(p, start, end, late) {
+            let v = valid_datum(&map::alert(&user(), &r).unwrap());
+            assert_eq!(v["name"], r["alertName"]);
+            assert_eq!(v["issuedTime"], v["time"]);
+            *types.entry("alert".into()).or_default() += 1;
+        }
+        let device = sandbox::dexcom::records::device(p, late);
+        let v = valid_datum(&map::device(&user(), &device).unwrap());
+        assert_eq!(v["highAlerts"]["enabled"], true);
+        assert_eq!(v["units"], "mmol/L");
+        let mgdl = |x: &Value| x.as_f64().map(|m| (m * model::datum::MGDL_PER_MMOLL * 1e6).round() / 1e6);
+        assert_eq!(mgdl(&v["lowAlerts"]["level"]), Some(70.0));
+        assert_eq!(v["payload"]["alertSchedules"][0]["alertSettings"].as_array().map(|a| a.is_empty()), Some(false));
+        assert_eq!(v["highAlerts"]["snooze"], 30 * 60_000);
+        assert_eq!(mgdl(&v["rateOfChangeAlert"]["fallRate"]["rate"]), Some(-3.0));
+        // The same settings read later are the same datum; changed settings are a new one.
+        let again =
+            map::device(&user(), &sandbox::dexcom::records::device(p, late + chrono::Duration::hours(5))).unwrap();
+        assert_eq!(again.base().id.as_str(), v["id"].as_str().unwrap());
+        let changed =
+            map::device(&user(), &sandbox::dexcom::records::device(p, late + chrono::Duration::days(21))).unwrap();
+        assert_ne!(changed.base().id.as_str(), v["id"].as_str().unwrap());
+    }
+    for kind in ["food", "insulin", "smbg", "physicalActivity", "reportedState", "deviceEvent/calibration", "alert"] {
+        assert!(types.get(kind).copied().unwrap_or(0) > 0, "no {kind} in {types:?}");
+    }
+    assert!(updated > 0 && removed > 0, "updated {updated}, removed {removed}");
+}
+
+/// The real device record from Tidepool's platform tests: mmol/L alert values that have no
+/// mg/dL field are kept only in the payload; the datum is valid.
+#[test]
+fn the_platform_device_fixture_maps_to_valid_cgm_settings() {
+    let record = shared_json("fixtures/dexcom/v3_device_record_tidepool_platform_fixture.json");
+    let d = tidegate_partners::dexcom::map::device(&user(), &record).unwrap();
+    let v = valid_datum(&d);
+    assert_eq!(v["type"], "cgmSettings");
+    assert_eq!(v["manufacturers"], json!(["Dexcom"]));
+    assert_eq!(v["time"], "2017-12-14T20:08:32.000Z");
+    assert!(v.get("highAlerts").is_none());
+    assert_eq!(v["payload"]["alertSchedules"][0]["alertSettings"][0]["alertName"], "urgentLowSoon");
+    assert!(v["deviceId"].as_str().unwrap().starts_with("DexcomPro_"));
+}
+
+/// Dexcom's own v2 events sample: its dates include 2018-02-29, which does not exist — those
+/// records are skipped and counted, the others map.
+#[test]
+fn the_v2_events_sample_skips_impossible_dates() {
+    use tidegate_partners::fetch::Batch;
+    let doc = shared_json("fixtures/dexcom/v2_events_docs_sample.json");
+    let envelope = json!({"records": doc["events"]});
+    let mut batch = Batch::default();
+    let t = |s: &str| DateTime::parse_from_rfc3339(s).unwrap().to_utc();
+    tidegate_partners::dexcom::fetch::map_records(
+        &user(),
+        "events",
+        &envelope,
+        t("2018-01-01T00:00:00Z"),
+        t("2019-01-01T00:00:00Z"),
+        &mut batch,
+    );
+    let n = doc["events"].as_array().unwrap().len() as u64;
+    // The deleted event removes by its id alone, impossible date or not.
+    assert_eq!(batch.removed.len(), 1);
+    assert_eq!(batch.skipped_total() + batch.datums.len() as u64 + batch.removed.len() as u64, n);
+    assert!(batch.skipped.get("bad_time").is_some_and(|s| s.count > 0), "{:?}", batch.skipped);
+    for d in &batch.datums {
+        valid_datum(d);
+    }
+}

@@ -162,17 +162,20 @@ pub fn device(p: &Person, now: DateTime<Utc>) -> Value {
         .map(|r| r.arrival)
         .max()
         .unwrap_or(now - Duration::days(2));
+    // Every 20 days the person changes their high alert (a new cgmSettings for tidegate); the
+    // settings carry the time of that change.
+    let period = now.timestamp().div_euclid(20 * 86_400);
+    let changed = DateTime::from_timestamp(period * 20 * 86_400 + 9 * 3600, 0).unwrap_or(now).min(now);
     let setting = |name: &str, unit: &str, value: f64, enabled: bool| {
         json!({
-            "systemTime": system_time(&(now - Duration::days(30))),
-            "displayTime": display_time(p, &(now - Duration::days(30))),
+            "systemTime": system_time(&changed),
+            "displayTime": display_time(p, &changed),
             "alertName": name, "unit": unit, "value": value, "snooze": 30,
             "enabled": enabled, "secondaryTriggerCondition": 0,
             "soundTheme": "modern", "soundOutputMode": "sound",
         })
     };
-    // Every 20 days the person changes their high alert (a new cgmSettings for tidegate).
-    let high = 200.0 + 10.0 * ((now.timestamp() / (20 * 86_400)) % 5) as f64;
+    let high = 200.0 + 10.0 * period.rem_euclid(5) as f64;
     json!({
         "lastUploadDate": system_time(&last_upload),
         "alertSchedules": [{

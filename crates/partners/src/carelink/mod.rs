@@ -126,3 +126,6 @@ pub async fn account(http: &reqwest::Client, web_base_url: &str, access_token: &
     };
     Ok(Account { username, role, role_name, patients })
 }
+
+pub mod fetch;
+pub mod map;
