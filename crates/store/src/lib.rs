@@ -5,6 +5,7 @@ pub mod audit;
 pub mod connection_requests;
 pub mod crypto;
 pub mod data_sources;
+pub mod datums;
 mod db;
 mod error;
 pub mod lifecycle;

@@ -1,0 +1,219 @@
+//! `datums`: Tidepool device data imported from partners, keyed (user_id, id, time).
+//!
+//! Writes are batched (one statement per chunk through `UNNEST`) and idempotent: a datum whose
+//! body did not change is not touched, so re-polling a window writes nothing. A datum whose time
+//! moved (an edited partner record) keeps its id: the old row goes in the same statement batch.
+
+use chrono::{DateTime, Utc};
+use model::{DataSourceId, UserId};
+use serde_json::Value;
+use sqlx::PgConnection;
+
+use crate::{Result, Store};
+
+/// Rows per statement: large enough to amortise the round trip, small enough to keep a 30-day
+/// backfill (8,640 EGVs) from building one huge parameter array.
+const CHUNK: usize = 2_000;
+
+/// One datum to write: its id, `time`, `type` and the full Tidepool JSON.
+#[derive(Debug, Clone, PartialEq)]
+pub struct NewDatum {
+    pub id: String,
+    pub time: DateTime<Utc>,
+    pub kind: String,
+    pub body: Value,
+}
+
+/// What a batch changed.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Written {
+    pub inserted: u64,
+    pub updated: u64,
+    pub unchanged: u64,
+    pub deleted: u64,
+}
+
+impl Written {
+    pub fn changed(&self) -> bool {
+        self.inserted + self.updated + self.deleted > 0
+    }
+}
+
+/// Upsert `datums` and delete `removed` (datum ids) for one data source, in the caller's
+/// transaction. Also moves the source's earliest/latest data times and `lastImportTime`;
+/// returns what changed and whether latest data time moved by an hour or more (worth telling the
+/// clinic).
+pub async fn write_batch(
+    conn: &mut PgConnection,
+    user: &UserId,
+    source: &DataSourceId,
+    datums: &[NewDatum],
+    removed: &[String],
+    now: DateTime<Utc>,
+) -> Result<(Written, bool)> {
+    let mut w = Written::default();
+    for chunk in datums.chunks(CHUNK) {
+        let ids: Vec<&str> = chunk.iter().map(|d| d.id.as_str()).collect();
+        let times: Vec<DateTime<Utc>> = chunk.iter().map(|d| d.time).collect();
+        let kinds: Vec<&str> = chunk.iter().map(|d| d.kind.as_str()).collect();
+        let bodies: Vec<Value> = chunk.iter().map(|d| d.body.clone()).collect();
+        // An edited record whose time changed: same id, other time → the old row goes.
+        let moved = sqlx::query!(
+            r#"DELETE FROM datums d
+               USING UNNEST($2::text[], $3::timestamptz[]) AS u(id, time)
+               WHERE d.user_id = $1 AND d.id = u.id AND d.time <> u.time"#,
+            user.as_str(),
+            &ids as &[&str],
+            &times
+        )
+        .execute(&mut *conn)
+        .await?
+        .rows_affected();
+        let rows = sqlx::query!(
+            r#"INSERT INTO datums AS d (user_id, id, time, data_source_id, type, body, created_time, modified_time)
+               SELECT $1, u.id, u.time, $2, u.type, u.body, $7, $7
+               FROM UNNEST($3::text[], $4::timestamptz[], $5::text[], $6::jsonb[]) AS u(id, time, type, body)
+               ON CONFLICT (user_id, id, time) DO UPDATE
+                   SET body = EXCLUDED.body, type = EXCLUDED.type, modified_time = EXCLUDED.modified_time
+                   WHERE d.body IS DISTINCT FROM EXCLUDED.body
+               RETURNING (xmax = 0) AS "inserted!""#,
+            user.as_str(),
+            source.as_str(),
+            &ids as &[&str],
+            &times,
+            &kinds as &[&str],
+            &bodies,
+            now
+        )
+        .fetch_all(&mut *conn)
+        .await?;
+        let inserted = rows.iter().filter(|r| r.inserted).count() as u64;
+        // A moved datum is re-inserted: count it as an update, not as new data.
+        let moved_back = moved.min(inserted);
+        w.inserted += inserted - moved_back;
+        w.updated += rows.len() as u64 - inserted + moved_back;
+        w.unchanged += chunk.len() as u64 - rows.len() as u64;
+    }
+    if !removed.is_empty() {
+        w.deleted = sqlx::query!(
+            "DELETE FROM datums WHERE user_id = $1 AND id = ANY($2::text[])",
+            user.as_str(),
+            removed as &[String]
+        )
+        .execute(&mut *conn)
+        .await?
+        .rows_affected();
+    }
+    let earliest = datums.iter().map(|d| d.time).min();
+    let latest = datums.iter().map(|d| d.time).max();
+    let before = sqlx::query!(r#"SELECT latest_data_time FROM data_sources WHERE id = $1 FOR UPDATE"#, source.as_str())
+        .fetch_optional(&mut *conn)
+        .await?
+        .and_then(|r| r.latest_data_time);
+    // Only stored data moves the earliest/latest times; a batch that changed nothing still
+    // records the import (the partner was read successfully at `now`).
+    let stored = w.inserted + w.updated > 0;
+    sqlx::query!(
+        r#"UPDATE data_sources
+           SET earliest_data_time = CASE WHEN $2::timestamptz IS NULL THEN earliest_data_time
+                                         ELSE LEAST(earliest_data_time, $2) END,
+               latest_data_time = CASE WHEN $3::timestamptz IS NULL THEN latest_data_time
+                                       ELSE GREATEST(latest_data_time, $3) END,
+               last_import_time = $4
+           WHERE id = $1"#,
+        source.as_str(),
+        earliest.filter(|_| stored),
+        latest.filter(|_| stored),
+        now
+    )
+    .execute(&mut *conn)
+    .await?;
+    let advanced = match (before, latest.filter(|_| stored)) {
+        (None, Some(_)) => true,
+        (Some(b), Some(l)) => l - b >= chrono::Duration::hours(1),
+        _ => false,
+    };
+    Ok((w, advanced))
+}
+
+/// One stored datum as read back.
+#[derive(Debug, Clone, PartialEq)]
+pub struct StoredDatum {
+    pub id: String,
+    pub time: DateTime<Utc>,
+    pub body: Value,
+}
+
+/// A page of a user's datums ordered by (time, id), after the cursor position.
+#[derive(Debug, Clone)]
+pub struct PageQuery<'a> {
+    pub user: &'a UserId,
+    /// Empty: every type.
+    pub types: &'a [String],
+    pub start: Option<DateTime<Utc>>,
+    pub end: Option<DateTime<Utc>>,
+    pub after: Option<(DateTime<Utc>, String)>,
+    pub limit: i64,
+}
+
+impl Store {
+    /// A page of a user's datums (keyset pagination on (time, id)).
+    pub async fn datum_page(&self, q: &PageQuery<'_>) -> Result<Vec<StoredDatum>> {
+        let (after_time, after_id) = match &q.after {
+            Some((t, id)) => (Some(*t), Some(id.as_str())),
+            None => (None, None),
+        };
+        let rows = sqlx::query!(
+            r#"SELECT id, time, body FROM datums
+               WHERE user_id = $1
+                 AND (cardinality($2::text[]) = 0 OR type = ANY($2))
+                 AND ($3::timestamptz IS NULL OR time >= $3)
+                 AND ($4::timestamptz IS NULL OR time < $4)
+                 AND ($5::timestamptz IS NULL OR (time, id) > ($5, $6::text))
+               ORDER BY time, id
+               LIMIT $7"#,
+            q.user.as_str(),
+            q.types,
+            q.start,
+            q.end,
+            after_time,
+            after_id,
+            q.limit
+        )
+        .fetch_all(&self.pool)
+        .await?;
+        Ok(rows.into_iter().map(|r| StoredDatum { id: r.id, time: r.time, body: r.body }).collect())
+    }
+
+    /// Every datum of one data source in (time, id) order (tests, ground-truth checks, support).
+    pub async fn datums_of_source(&self, source: &DataSourceId) -> Result<Vec<StoredDatum>> {
+        let rows = sqlx::query!(
+            r#"SELECT id, time, body FROM datums WHERE data_source_id = $1 ORDER BY time, id"#,
+            source.as_str()
+        )
+        .fetch_all(&self.pool)
+        .await?;
+        Ok(rows.into_iter().map(|r| StoredDatum { id: r.id, time: r.time, body: r.body }).collect())
+    }
+}
+
+/// Erase a user's imported data (all sources, or one). Returns the number of datums removed.
+pub async fn erase(conn: &mut PgConnection, user: &UserId, source: Option<&DataSourceId>) -> Result<u64> {
+    let n = sqlx::query!(
+        "DELETE FROM datums WHERE user_id = $1 AND ($2::text IS NULL OR data_source_id = $2)",
+        user.as_str(),
+        source.map(DataSourceId::as_str)
+    )
+    .execute(&mut *conn)
+    .await?
+    .rows_affected();
+    sqlx::query!(
+        r#"UPDATE data_sources SET earliest_data_time = NULL, latest_data_time = NULL, last_import_time = NULL
+           WHERE user_id = $1 AND ($2::text IS NULL OR id = $2)"#,
+        user.as_str(),
+        source.map(DataSourceId::as_str)
+    )
+    .execute(&mut *conn)
+    .await?;
+    Ok(n)
+}
