@@ -9,5 +9,6 @@ mod health;
 mod metrics;
 mod openapi;
 mod outbox;
+mod poll;
 mod tenants;
 mod tokens_at_rest;

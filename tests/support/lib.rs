@@ -214,6 +214,17 @@ impl TestApp {
         )
     }
 
+    /// A poller on this app's store, clock and partners.
+    pub fn poller(&self) -> scheduler::Poller {
+        let clock: SharedClock = self.clock.clone();
+        scheduler::Poller::new(
+            self.store.clone(),
+            self.settings.registry().expect("partners"),
+            clock,
+            self.settings.poll_settings(),
+        )
+    }
+
     pub fn patient_token(&self, user: &str) -> String {
         self.token(Role::Patient, user, &[])
     }

@@ -2,6 +2,8 @@
 
 pub mod mail;
 pub mod outbox;
+pub mod poll;
 
 pub use mail::{MailSettings, Mailer};
 pub use outbox::{OutboxSettings, OutboxWorker};
+pub use poll::{PollError, PollOutcome, PollSettings, Poller};

@@ -49,3 +49,64 @@ pub async fn pause(conn: &mut PgConnection, id: &DataSourceId, now: chrono::Date
     .await?;
     Ok(())
 }
+
+/// What a poll reads from its schedule row.
+#[derive(Debug, Clone, PartialEq)]
+pub struct PollState {
+    /// The driver's cursor (where the next window starts); `None` before the first poll.
+    pub cursor: Option<serde_json::Value>,
+    pub lease_owner: Option<uuid::Uuid>,
+    pub paused: bool,
+    pub next_run_at: chrono::DateTime<chrono::Utc>,
+    pub attempts: i32,
+    pub last_error: Option<String>,
+    pub last_success_time: Option<chrono::DateTime<chrono::Utc>>,
+    pub last_skipped: Option<serde_json::Value>,
+}
+
+pub async fn get(conn: &mut PgConnection, id: &DataSourceId) -> Result<Option<PollState>> {
+    let row = sqlx::query_as!(
+        PollState,
+        r#"SELECT cursor, lease_owner, paused, next_run_at, attempts, last_error, last_success_time, last_skipped
+           FROM poll_schedule WHERE data_source_id = $1"#,
+        id.as_str()
+    )
+    .fetch_optional(conn)
+    .await?;
+    Ok(row)
+}
+
+/// A successful poll's write-back to the schedule.
+#[derive(Debug, Clone)]
+pub struct Success<'a> {
+    /// The lease the poll ran under; `None` for a poll started outside the claim loop (tests,
+    /// support tools), which must not steal a lease someone else holds.
+    pub lease: Option<uuid::Uuid>,
+    pub cursor: &'a serde_json::Value,
+    pub skipped: Option<&'a serde_json::Value>,
+    /// The next due time; `None` keeps the current one.
+    pub next_run_at: Option<chrono::DateTime<chrono::Utc>>,
+    pub now: chrono::DateTime<chrono::Utc>,
+}
+
+/// Record a successful poll, fenced: with a lease, only while this poller still holds it; without
+/// one, only while nobody does. Locks the row for the rest of the caller's transaction. Returns
+/// false (and writes nothing) when the fence refuses — the caller must then discard its results.
+pub async fn succeed(conn: &mut PgConnection, id: &DataSourceId, s: &Success<'_>) -> Result<bool> {
+    let done = sqlx::query!(
+        r#"UPDATE poll_schedule
+           SET cursor = $3, last_skipped = $4, next_run_at = COALESCE($5, next_run_at), lease_owner = NULL,
+               attempts = 0, auth_failures = 0, last_error = NULL, last_error_time = NULL,
+               last_success_time = $6, modified_time = $6
+           WHERE data_source_id = $1 AND NOT paused AND lease_owner IS NOT DISTINCT FROM $2"#,
+        id.as_str(),
+        s.lease,
+        s.cursor,
+        s.skipped,
+        s.next_run_at,
+        s.now
+    )
+    .execute(conn)
+    .await?;
+    Ok(done.rows_affected() == 1)
+}

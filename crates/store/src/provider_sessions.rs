@@ -90,6 +90,21 @@ pub async fn delete(conn: &mut PgConnection, id: &DataSourceId) -> Result<bool> 
     Ok(done.rows_affected() > 0)
 }
 
+struct SessionRow {
+    data_source_id: String,
+    user_id: String,
+    provider: String,
+    region: Option<String>,
+    partner_account_id: String,
+    key_id: String,
+    access_token: Vec<u8>,
+    refresh_token: Option<Vec<u8>>,
+    access_expires_at: Option<DateTime<Utc>>,
+    scope: Option<String>,
+    created_time: DateTime<Utc>,
+    modified_time: DateTime<Utc>,
+}
+
 impl Store {
     /// The decrypted session of a data source.
     pub async fn get_provider_session(&self, id: &DataSourceId) -> Result<Option<ProviderSession>> {
@@ -134,15 +149,89 @@ impl Store {
 }
 
 pub async fn get(conn: &mut PgConnection, keys: &KeyRing, id: &DataSourceId) -> Result<Option<ProviderSession>> {
-    let Some(r) = sqlx::query!(
-        r#"SELECT data_source_id, user_id, provider, region, partner_account_id, key_id, access_token,
-                  refresh_token, access_expires_at, scope, created_time, modified_time
-           FROM provider_sessions WHERE data_source_id = $1"#,
-        id.as_str()
+    fetch(conn, keys, id, false).await
+}
+
+/// The session, locked until the caller's transaction ends: the one way to refresh tokens, so
+/// exactly one refresh per data source is in flight across every replica.
+pub async fn lock(conn: &mut PgConnection, keys: &KeyRing, id: &DataSourceId) -> Result<Option<ProviderSession>> {
+    fetch(conn, keys, id, true).await
+}
+
+/// Refreshed tokens to store.
+#[derive(Debug, Clone)]
+pub struct Refreshed {
+    pub access_token: SecretString,
+    /// `None` keeps the stored refresh token (the partner did not rotate it).
+    pub refresh_token: Option<SecretString>,
+    pub access_expires_at: Option<DateTime<Utc>>,
+    /// `None` keeps the stored scope.
+    pub scope: Option<String>,
+}
+
+/// Store refreshed tokens (call under [`lock`], and commit before using the new access token).
+pub async fn store_refreshed(
+    conn: &mut PgConnection,
+    keys: &KeyRing,
+    id: &DataSourceId,
+    r: &Refreshed,
+    now: DateTime<Utc>,
+) -> Result<()> {
+    let (key_id, access, refresh) = seal_pair(keys, id, &r.access_token, r.refresh_token.as_ref());
+    // A kept refresh token is re-sealed too: one key id covers both columns of the row.
+    let refresh = match refresh {
+        Some(r) => Some(r),
+        None => get(&mut *conn, keys, id)
+            .await?
+            .and_then(|s| s.refresh_token)
+            .map(|k| keys.seal_secret(&k, &aad(TABLE, id.as_str(), "refresh_token")).bytes),
+    };
+    sqlx::query!(
+        r#"UPDATE provider_sessions
+           SET key_id = $2, access_token = $3, refresh_token = $4,
+               access_expires_at = $5, scope = COALESCE($6, scope), modified_time = $7
+           WHERE data_source_id = $1"#,
+        id.as_str(),
+        key_id,
+        access,
+        refresh,
+        r.access_expires_at,
+        r.scope,
+        now
     )
-    .fetch_optional(conn)
-    .await?
-    else {
+    .execute(conn)
+    .await?;
+    Ok(())
+}
+
+async fn fetch(
+    conn: &mut PgConnection,
+    keys: &KeyRing,
+    id: &DataSourceId,
+    for_update: bool,
+) -> Result<Option<ProviderSession>> {
+    let row = if for_update {
+        sqlx::query_as!(
+            SessionRow,
+            r#"SELECT data_source_id, user_id, provider, region, partner_account_id, key_id, access_token,
+                      refresh_token, access_expires_at, scope, created_time, modified_time
+               FROM provider_sessions WHERE data_source_id = $1 FOR UPDATE"#,
+            id.as_str()
+        )
+        .fetch_optional(conn)
+        .await?
+    } else {
+        sqlx::query_as!(
+            SessionRow,
+            r#"SELECT data_source_id, user_id, provider, region, partner_account_id, key_id, access_token,
+                      refresh_token, access_expires_at, scope, created_time, modified_time
+               FROM provider_sessions WHERE data_source_id = $1"#,
+            id.as_str()
+        )
+        .fetch_optional(conn)
+        .await?
+    };
+    let Some(r) = row else {
         return Ok(None);
     };
     let bad = |e: model::InvalidId| StoreError::corrupt(TABLE, e);

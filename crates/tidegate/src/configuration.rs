@@ -64,6 +64,7 @@ pub struct Settings {
     #[serde(default)]
     pub messages: MessagesConfig,
     pub outbox: OutboxConfig,
+    pub poll: PollConfig,
     pub log: LogConfig,
     #[serde(default)]
     pub partners: BTreeMap<String, PartnerConfig>,
@@ -156,6 +157,16 @@ pub struct OutboxConfig {
     pub base_backoff_secs: i64,
     pub max_backoff_secs: i64,
     pub idle_ms: u64,
+}
+
+/// How polls read partner data (scheduling itself is configured per partner).
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct PollConfig {
+    pub backfill_days: i64,
+    pub look_back_minutes: i64,
+    pub devices_every_hours: i64,
+    pub refresh_skew_secs: i64,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
@@ -310,6 +321,12 @@ impl Settings {
         if self.http.body_limit_bytes < 1024 {
             return Err(invalid("http.body_limit_bytes", "must be at least 1024"));
         }
+        if !(1..=365).contains(&self.poll.backfill_days) {
+            return Err(invalid("poll.backfill_days", "must be 1–365"));
+        }
+        if self.poll.look_back_minutes < 0 || self.poll.refresh_skew_secs < 0 || self.poll.devices_every_hours < 1 {
+            return Err(invalid("poll", "look_back_minutes and refresh_skew_secs ≥ 0, devices_every_hours ≥ 1"));
+        }
         if self.database.max_connections == 0 {
             return Err(invalid("database.max_connections", "must be at least 1"));
         }
@@ -453,6 +470,18 @@ impl Settings {
             base_backoff: chrono::Duration::seconds(self.outbox.base_backoff_secs),
             max_backoff: chrono::Duration::seconds(self.outbox.max_backoff_secs),
             idle: Duration::from_millis(self.outbox.idle_ms),
+        }
+    }
+
+    pub fn poll_settings(&self) -> scheduler::PollSettings {
+        let p = &self.poll;
+        scheduler::PollSettings {
+            fetch: partners::fetch::FetchSettings {
+                backfill: chrono::Duration::days(p.backfill_days.max(0)),
+                look_back: chrono::Duration::minutes(p.look_back_minutes.max(0)),
+                devices_every: chrono::Duration::hours(p.devices_every_hours.max(1)),
+            },
+            refresh_skew: chrono::Duration::seconds(p.refresh_skew_secs.max(0)),
         }
     }
 

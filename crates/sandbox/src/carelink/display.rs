@@ -298,7 +298,10 @@ pub fn patient_data(p: &Person, now: DateTime<Utc>) -> Value {
     let avg = if real.is_empty() { 0.0 } else { real.iter().sum::<i64>() as f64 / real.len() as f64 };
     let in_range = real.iter().filter(|v| (70..=180).contains(*v)).count();
     let tir = if real.is_empty() { 0 } else { (in_range * 100 / real.len()) as i64 };
-    let conduit = now - Duration::seconds(49);
+    // The phone uploads every five minutes (49 s after the slot): repeated calls between
+    // uploads see the same upload time, as with the real service.
+    let upload_slot = (now - Duration::seconds(49)).timestamp().div_euclid(300) * 300;
+    let conduit = DateTime::from_timestamp(upload_slot + 49, 0).unwrap_or(now);
     let pump_now = pump_time(p, now);
     json!({
         "clientTimeZoneName": p.tz.name(),

@@ -1,0 +1,287 @@
+//! One poll of one data source: tokens (refreshed under a row lock when due, or once after a
+//! 401), the partner's driver, and one transaction that writes the datums, moves the cursor and
+//! queues the clinic report — fenced by the schedule's lease so a poll that lost its lease
+//! writes nothing.
+//!
+//! The partner I/O runs with no transaction open, except the token refresh, which holds the
+//! session's row lock on purpose: one refresh per data source in flight across all replicas, and
+//! the rotated refresh token committed before the new access token is used.
+
+use std::collections::BTreeMap;
+
+use chrono::{DateTime, Duration, Utc};
+use model::{DataSourceId, DataSourceState, SharedClock};
+use partners::dexcom::fetch::Cursor as DexcomCursor;
+use partners::fetch::{Batch, FetchSettings};
+use partners::registry::{Driver, Partner, ResolvedRegion};
+use partners::{PartnerError, Registry};
+use secrecy::ExposeSecret;
+use serde_json::{Value, json};
+use store::datums::{NewDatum, Written};
+use store::provider_sessions::{self, ProviderSession, Refreshed};
+use store::{Store, StoreError, poll_schedule};
+use uuid::Uuid;
+
+/// How a poll reads and when it refreshes.
+#[derive(Debug, Clone)]
+pub struct PollSettings {
+    pub fetch: FetchSettings,
+    /// Refresh the access token when it expires within this margin.
+    pub refresh_skew: Duration,
+}
+
+impl Default for PollSettings {
+    fn default() -> Self {
+        Self { fetch: FetchSettings::default(), refresh_skew: Duration::minutes(5) }
+    }
+}
+
+/// Why a poll did not complete. The caller (the claim loop) decides between backoff and
+/// confirming a data-source error; nothing here changes the source's state.
+#[derive(Debug, thiserror::Error)]
+pub enum PollError {
+    /// The partner failed (transient, auth or permanent — see [`PartnerError`]).
+    #[error(transparent)]
+    Partner(#[from] PartnerError),
+    #[error(transparent)]
+    Store(#[from] StoreError),
+    /// The source is not (or no longer) pollable: disconnected, in error, no session, a partner
+    /// without a data driver.
+    #[error("not pollable: {0}")]
+    NotPollable(&'static str),
+    /// Another poller holds the lease (or it expired and was taken): results discarded.
+    #[error("the poll lease was lost; results discarded")]
+    LeaseLost,
+}
+
+/// What one poll did.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct PollOutcome {
+    pub written: Written,
+    /// Records skipped by reason (`bad_time`, `no_value`, …).
+    pub skipped: BTreeMap<&'static str, u64>,
+    /// Partner data calls (token calls not counted).
+    pub calls: u32,
+    pub refreshed: bool,
+    /// Whether a clinic report was queued (latest data moved by an hour or more).
+    pub reported: bool,
+}
+
+/// Polls data sources. Cheap to clone.
+#[derive(Debug, Clone)]
+pub struct Poller {
+    store: Store,
+    partners: Registry,
+    clock: SharedClock,
+    settings: PollSettings,
+}
+
+impl Poller {
+    pub fn new(store: Store, partners: Registry, clock: SharedClock, settings: PollSettings) -> Self {
+        Self { store, partners, clock, settings }
+    }
+
+    /// Poll one data source now. `lease` is the claim it runs under (`None` outside the claim
+    /// loop: then it only writes while no one holds a lease).
+    #[tracing::instrument(name = "poll", skip_all, fields(data_source = %id, partner = tracing::field::Empty))]
+    pub async fn poll(&self, id: &DataSourceId, lease: Option<Uuid>) -> Result<PollOutcome, PollError> {
+        let source = self.store.get_data_source(id).await?.ok_or(PollError::NotPollable("no such data source"))?;
+        if source.state != DataSourceState::Connected {
+            return Err(PollError::NotPollable("the data source is not connected"));
+        }
+        tracing::Span::current().record("partner", source.provider.as_str());
+        let partner = self.partners.get(&source.provider).ok_or(PollError::NotPollable("partner not configured"))?;
+        if partner.driver == Driver::Generic {
+            return Err(PollError::NotPollable("partner has no data driver"));
+        }
+        let mut session =
+            self.store.get_provider_session(id).await?.ok_or(PollError::NotPollable("no provider session"))?;
+        let region = session.region.clone().or_else(|| partner.implied_region()).unwrap_or_default();
+        let resolved = partner.resolve(&region).await?;
+        let state = {
+            let mut conn = self.store.pool().acquire().await.map_err(StoreError::from)?;
+            poll_schedule::get(&mut conn, id).await?.ok_or(PollError::NotPollable("not scheduled"))?
+        };
+        let now = self.clock.now();
+        let mut outcome = PollOutcome::default();
+        if session.access_expires_at.is_some_and(|t| t - self.settings.refresh_skew <= now) {
+            session = self.refresh(partner, &resolved, &session).await?;
+            outcome.refreshed = true;
+        }
+        let fetched = match self.fetch(partner, &resolved, &session, state.cursor.as_ref(), now).await {
+            Err(PartnerError::Unauthorized) if !outcome.refreshed => {
+                // Once on 401: refresh (or pick up another replica's refresh) and try again.
+                session = self.refresh(partner, &resolved, &session).await?;
+                outcome.refreshed = true;
+                self.fetch(partner, &resolved, &session, state.cursor.as_ref(), now).await
+            }
+            other => other,
+        };
+        let (batch, cursor) = fetched?;
+        outcome.calls = batch.calls;
+        outcome.skipped = batch.skipped.iter().map(|(k, s)| (*k, s.count)).collect();
+        self.write(&source, lease, batch, &cursor, &mut outcome).await?;
+        let p = source.provider.as_str().to_owned();
+        for (reason, n) in &outcome.skipped {
+            metrics::counter!("tidegate_records_skipped_total", "partner" => p.clone(), "reason" => *reason)
+                .increment(*n);
+        }
+        for (kind, n) in [
+            ("inserted", outcome.written.inserted),
+            ("updated", outcome.written.updated),
+            ("deleted", outcome.written.deleted),
+        ] {
+            metrics::counter!("tidegate_datums_written_total", "partner" => p.clone(), "outcome" => kind).increment(n);
+        }
+        metrics::counter!("tidegate_partner_calls_total", "partner" => p).increment(u64::from(outcome.calls));
+        tracing::info!(
+            inserted = outcome.written.inserted,
+            updated = outcome.written.updated,
+            deleted = outcome.written.deleted,
+            unchanged = outcome.written.unchanged,
+            skipped = outcome.skipped.values().sum::<u64>(),
+            calls = outcome.calls,
+            refreshed = outcome.refreshed,
+            "poll done"
+        );
+        Ok(outcome)
+    }
+
+    /// Run the partner's driver. Returns the batch and the next cursor (as stored JSON).
+    async fn fetch(
+        &self,
+        partner: &Partner,
+        resolved: &ResolvedRegion,
+        session: &ProviderSession,
+        cursor: Option<&Value>,
+        now: DateTime<Utc>,
+    ) -> Result<(Batch, Value), PartnerError> {
+        let token = session.access_token.expose_secret();
+        match partner.driver {
+            Driver::Dexcom => {
+                // An unreadable cursor (older format) starts over; idempotent writes make that safe.
+                let cursor: DexcomCursor =
+                    cursor.and_then(|c| serde_json::from_value(c.clone()).ok()).unwrap_or_default();
+                let (batch, next) = partners::dexcom::fetch::poll(
+                    &partner.http,
+                    &resolved.api_base_url,
+                    token,
+                    &session.user_id,
+                    &cursor,
+                    now,
+                    &self.settings.fetch,
+                )
+                .await?;
+                Ok((batch, serde_json::to_value(next).unwrap_or(Value::Null)))
+            }
+            Driver::Carelink => {
+                let follow = partners::carelink::fetch::Follow::parse(&session.partner_account_id)?;
+                let batch = partners::carelink::fetch::poll(
+                    &partner.http,
+                    &resolved.api_base_url,
+                    token,
+                    &session.user_id,
+                    &follow,
+                )
+                .await?;
+                // CareLink serves the last 24 h on every call: nothing to remember but when.
+                Ok((batch, json!({"polledAt": model::time::format(&now)})))
+            }
+            Driver::Generic => Err(PartnerError::Config("partner has no data driver".into())),
+        }
+    }
+
+    /// Refresh under the session's row lock. If another poller refreshed since `seen` was read,
+    /// its tokens are used and no request is made. The new tokens are committed before return.
+    async fn refresh(
+        &self,
+        partner: &Partner,
+        resolved: &ResolvedRegion,
+        seen: &ProviderSession,
+    ) -> Result<ProviderSession, PollError> {
+        let p = partner.name.as_str().to_owned();
+        let mut tx = self.store.begin().await?;
+        let current = provider_sessions::lock(&mut tx, self.store.keys(), &seen.data_source_id)
+            .await?
+            .ok_or(PollError::NotPollable("no provider session"))?;
+        if current.modified_time != seen.modified_time
+            || current.access_token.expose_secret() != seen.access_token.expose_secret()
+        {
+            tx.commit().await.map_err(StoreError::from)?;
+            metrics::counter!("tidegate_token_refreshes_total", "partner" => p, "outcome" => "shared").increment(1);
+            return Ok(current);
+        }
+        let Some(refresh_token) = &current.refresh_token else {
+            return Err(PartnerError::InvalidGrant.into());
+        };
+        let tokens = match resolved.oauth.refresh(&partner.http, refresh_token).await {
+            Ok(t) => t,
+            Err(e) => {
+                metrics::counter!("tidegate_token_refreshes_total", "partner" => p, "outcome" => "failed").increment(1);
+                return Err(e.into());
+            }
+        };
+        let now = self.clock.now();
+        let refreshed = Refreshed {
+            access_token: tokens.access_token,
+            refresh_token: tokens.refresh_token,
+            access_expires_at: tokens.expires_in.and_then(|d| Duration::from_std(d).ok()).map(|d| now + d),
+            scope: tokens.scope,
+        };
+        provider_sessions::store_refreshed(&mut tx, self.store.keys(), &seen.data_source_id, &refreshed, now).await?;
+        let session = provider_sessions::get(&mut tx, self.store.keys(), &seen.data_source_id)
+            .await?
+            .ok_or(PollError::NotPollable("no provider session"))?;
+        tx.commit().await.map_err(StoreError::from)?;
+        metrics::counter!("tidegate_token_refreshes_total", "partner" => p, "outcome" => "refreshed").increment(1);
+        tracing::info!("access token refreshed");
+        Ok(session)
+    }
+
+    /// One transaction: fence on the lease, write the datums and removals, move the cursor and
+    /// the source's data times, queue the clinic report when latest data moved an hour or more.
+    async fn write(
+        &self,
+        source: &store::data_sources::DataSource,
+        lease: Option<Uuid>,
+        batch: Batch,
+        cursor: &Value,
+        outcome: &mut PollOutcome,
+    ) -> Result<(), PollError> {
+        let now = self.clock.now();
+        let skipped = (!batch.skipped.is_empty()).then(|| {
+            let reasons: serde_json::Map<String, Value> = batch
+                .skipped
+                .iter()
+                .map(|(k, s)| ((*k).to_owned(), json!({"count": s.count, "example": s.example})))
+                .collect();
+            json!({"time": model::time::format(&now), "total": batch.skipped_total(), "reasons": reasons})
+        });
+        if let Some(summary) = batch.skipped_summary() {
+            tracing::warn!(skipped = %summary, "records skipped");
+        }
+        let datums: Vec<NewDatum> = batch
+            .datums
+            .iter()
+            .map(|d| {
+                let b = d.base();
+                NewDatum { id: b.id.as_str().to_owned(), time: b.time, kind: b.kind.to_owned(), body: d.to_json() }
+            })
+            .collect();
+        let removed: Vec<String> = batch.removed.iter().map(|id| id.as_str().to_owned()).collect();
+        let mut tx = self.store.begin().await?;
+        let fence = poll_schedule::Success { lease, cursor, skipped: skipped.as_ref(), next_run_at: None, now };
+        if !poll_schedule::succeed(&mut tx, &source.id, &fence).await? {
+            return Err(PollError::LeaseLost);
+        }
+        let (written, advanced) =
+            store::datums::write_batch(&mut tx, &source.user_id, &source.id, &datums, &removed, now).await?;
+        if advanced {
+            store::outbox::enqueue_clinic_report(&mut tx, &source.user_id, now).await?;
+        }
+        tx.commit().await.map_err(StoreError::from)?;
+        outcome.written = written;
+        outcome.reported = advanced;
+        Ok(())
+    }
+}
