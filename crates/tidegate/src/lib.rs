@@ -3,6 +3,7 @@
 pub mod clock;
 pub mod configuration;
 pub mod keys;
+pub mod map;
 pub mod startup;
 pub mod telemetry;
 pub mod token;

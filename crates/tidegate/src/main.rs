@@ -65,6 +65,23 @@ enum Command {
     /// OAuth clients and the clinic server token come from tidegate's configuration
     /// (partners.dexcom.client_id/client_secret, partners.carelink.client_id, clinic.server_token).
     Sandbox(SandboxArgs),
+    /// Map a saved partner response to Tidepool datums: JSON lines on stdout, a summary of what
+    /// was produced and what was skipped (and why) on stderr. Needs no configuration, database
+    /// or network. For Dexcom, FILE is one endpoint's response envelope (the endpoint is read
+    /// from its recordType unless --endpoint says); for CareLink, a display/message response
+    /// (with or without the {metadata, patientData} envelope) or an older-generation payload.
+    Map {
+        #[arg(long, value_enum)]
+        partner: tidegate::map::MapPartner,
+        /// The Dexcom endpoint the response came from.
+        #[arg(long, value_enum)]
+        endpoint: Option<tidegate::map::DexcomEndpoint>,
+        /// The user the datum ids are derived for (ids match the stored ones for that user).
+        #[arg(long, default_value = "0000000000")]
+        user: String,
+        /// The saved response; `-` reads stdin.
+        file: PathBuf,
+    },
     /// Token-encryption key operations.
     Keys {
         #[command(subcommand)]
@@ -175,6 +192,9 @@ fn main() -> ExitCode {
             }
         };
     }
+    if let Command::Map { partner, endpoint, user, file } = &cli.command {
+        return map_command(*partner, *endpoint, user, file);
+    }
     let settings = match Settings::load() {
         Ok(s) => s,
         Err(e) => {
@@ -196,6 +216,53 @@ fn main() -> ExitCode {
             tracing::error!(error = format!("{e:#}"), "tidegate failed");
             eprintln!("tidegate: {e:#}");
             ExitCode::FAILURE
+        }
+    }
+}
+
+/// `tidegate map`: exit 0 when the input was read (skipped records included), 2 when it could
+/// not be read at all.
+fn map_command(
+    partner: tidegate::map::MapPartner,
+    endpoint: Option<tidegate::map::DexcomEndpoint>,
+    user: &str,
+    file: &std::path::Path,
+) -> ExitCode {
+    use std::io::{Read, Write};
+    let user = match model::UserId::parse(user) {
+        Ok(u) => u,
+        Err(e) => {
+            eprintln!("tidegate map: --user: {e}");
+            return ExitCode::from(2);
+        }
+    };
+    let mut input = String::new();
+    let read = if file.as_os_str() == "-" {
+        std::io::stdin().read_to_string(&mut input).map(|_| ())
+    } else {
+        std::fs::read_to_string(file).map(|s| input = s)
+    };
+    if let Err(e) = read {
+        eprintln!("tidegate map: {}: {e}", file.display());
+        return ExitCode::from(2);
+    }
+    match tidegate::map::map(partner, endpoint, &input, &user) {
+        Ok(m) => {
+            let mut out = std::io::BufWriter::new(std::io::stdout().lock());
+            for d in &m.datums {
+                if writeln!(out, "{d}").is_err() {
+                    return ExitCode::FAILURE;
+                }
+            }
+            if out.flush().is_err() {
+                return ExitCode::FAILURE;
+            }
+            eprint!("{}", tidegate::map::summary(&m));
+            ExitCode::SUCCESS
+        }
+        Err(e) => {
+            eprintln!("tidegate map: {}: {e}", file.display());
+            ExitCode::from(2)
         }
     }
 }
@@ -257,7 +324,9 @@ async fn run(command: Command, settings: Settings) -> anyhow::Result<()> {
             println!("re-encrypted {n} values under key {}", store.keys().primary_id());
             Ok(())
         }
-        Command::Keys { command: KeysCommand::Generate { .. } } => unreachable!("handled before loading settings"),
+        Command::Keys { command: KeysCommand::Generate { .. } } | Command::Map { .. } => {
+            unreachable!("handled before loading settings")
+        }
     }
 }
 
