@@ -174,7 +174,7 @@ async fn two_replicas_never_send_an_older_snapshot_after_a_newer_one() {
             let u = UserId::parse(user).unwrap();
             let provider = ProviderName::parse(if round % 2 == 0 { "dexcom" } else { "carelink" }).unwrap();
             if round % 3 == 2 {
-                w.app.store.disconnect(&actor, &u, &provider, w.app.clock.now()).await.unwrap();
+                w.app.store.disconnect(&actor, &u, &provider, false, w.app.clock.now()).await.unwrap();
             } else {
                 let r = store::lifecycle::RequestConnection {
                     clinic_id: clinic.clone(),

@@ -114,6 +114,13 @@ async fn tenant_matrix() {
         ),
         ("alice", Method::DELETE, format!("/v1/users/{ALICE}/oauth/dexcom/authorize"), None, StatusCode::FORBIDDEN),
         ("service", Method::GET, format!("/v1/users/{ALICE}/data_sources"), None, StatusCode::OK),
+        ("alice", Method::GET, format!("/v1/users/{ALICE}/data?type=cbg"), None, StatusCode::OK),
+        ("bob", Method::GET, format!("/v1/users/{ALICE}/data"), None, StatusCode::FORBIDDEN),
+        ("clinician C1", Method::GET, format!("/v1/users/{ALICE}/data"), None, StatusCode::OK),
+        ("clinician C2", Method::GET, format!("/v1/users/{ALICE}/data"), None, StatusCode::FORBIDDEN),
+        ("service", Method::GET, format!("/v1/users/{ALICE}/data"), None, StatusCode::OK),
+        ("alice", Method::DELETE, format!("/v1/users/{ALICE}/data"), None, StatusCode::FORBIDDEN),
+        ("clinician C1", Method::DELETE, format!("/v1/users/{ALICE}/data"), None, StatusCode::FORBIDDEN),
         (
             "service",
             Method::POST,

@@ -69,3 +69,9 @@ impl Store {
             .collect()
     }
 }
+
+/// Erasure: delete every `connection_requests` row of a user. Returns how many went.
+pub async fn delete_for_user(conn: &mut PgConnection, user: &model::UserId) -> Result<u64> {
+    let done = sqlx::query!("DELETE FROM connection_requests WHERE user_id = $1", user.as_str()).execute(conn).await?;
+    Ok(done.rows_affected())
+}

@@ -122,6 +122,21 @@ pub async fn list_for_user(conn: &mut PgConnection, user: &UserId) -> Result<Vec
     rows.into_iter().map(DataSource::try_from).collect()
 }
 
+/// Every source of a user, locked for the rest of the transaction.
+pub async fn lock_all_for_user(conn: &mut PgConnection, user: &UserId) -> Result<Vec<DataSource>> {
+    let rows = sqlx::query_as!(
+        Row,
+        r#"SELECT id, user_id, provider, state, region, error, ever_connected, expiration_time,
+                  earliest_data_time, latest_data_time, last_import_time, created_time,
+                  modified_time, revision
+           FROM data_sources WHERE user_id = $1 ORDER BY provider FOR UPDATE"#,
+        user.as_str()
+    )
+    .fetch_all(conn)
+    .await?;
+    rows.into_iter().map(DataSource::try_from).collect()
+}
+
 /// The user's source for a provider, locked for the rest of the transaction.
 pub async fn lock(conn: &mut PgConnection, user: &UserId, provider: &ProviderName) -> Result<Option<DataSource>> {
     let row = sqlx::query_as!(
@@ -218,4 +233,10 @@ pub async fn update_state(conn: &mut PgConnection, id: &DataSourceId, change: &S
     .fetch_one(conn)
     .await?;
     DataSource::try_from(row)
+}
+
+/// Erasure: delete every `data_sources` row of a user. Returns how many went.
+pub async fn delete_for_user(conn: &mut PgConnection, user: &model::UserId) -> Result<u64> {
+    let done = sqlx::query!("DELETE FROM data_sources WHERE user_id = $1", user.as_str()).execute(conn).await?;
+    Ok(done.rows_affected())
 }

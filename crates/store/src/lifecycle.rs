@@ -6,12 +6,86 @@ use model::{Event, ProviderName, Transition, UserId, transition};
 
 use crate::audit::{self, Actor, Entry};
 use crate::data_sources::{self, DataSource, StateChange};
-use crate::{Result, Store, outbox, poll_schedule, provider_sessions};
+use crate::{
+    Result, Store, connection_requests, datums, link_tokens, oauth_authorizations, outbox, poll_schedule,
+    provider_sessions,
+};
+
+/// What an erasure removes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum EraseScope {
+    /// Imported datums only; data sources stay as they are.
+    Imported,
+    /// Everything of the user's: datums, data sources, tokens, schedules, link tokens, OAuth
+    /// attempts, connection requests and undelivered messages. Audit entries stay (they are the
+    /// record that the erasure happened).
+    Everything,
+}
+
+/// What an erasure removed.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, serde::Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct Erased {
+    pub datums: u64,
+    pub data_sources: u64,
+    pub provider_sessions: u64,
+    pub connection_requests: u64,
+    pub link_tokens: u64,
+    pub oauth_authorizations: u64,
+    pub messages: u64,
+}
+
+impl Store {
+    /// Erase a user's data (see [`EraseScope`]) in one transaction, audited. Partner-side
+    /// revocation is the caller's, before this. With `Everything`, a clinic report is queued so
+    /// the clinic learns the sources are gone.
+    pub async fn erase_user(
+        &self,
+        actor: &Actor,
+        user: &UserId,
+        scope: EraseScope,
+        now: DateTime<Utc>,
+    ) -> Result<Erased> {
+        let mut tx = self.pool.begin().await?;
+        // Lock the user's sources first: a concurrent connect or poll waits for us.
+        let sources = data_sources::lock_all_for_user(&mut tx, user).await?;
+        let mut e = Erased { datums: datums::erase(&mut tx, user, None).await?, ..Erased::default() };
+        if scope == EraseScope::Everything {
+            e.provider_sessions = provider_sessions::delete_for_user(&mut tx, user).await?;
+            poll_schedule::delete_for_user(&mut tx, user).await?;
+            e.data_sources = data_sources::delete_for_user(&mut tx, user).await?;
+            e.connection_requests = connection_requests::delete_for_user(&mut tx, user).await?;
+            e.link_tokens = link_tokens::delete_for_user(&mut tx, user).await?;
+            e.oauth_authorizations = oauth_authorizations::delete_for_user(&mut tx, user).await?;
+            e.messages = outbox::delete_messages_for_user(&mut tx, user).await?;
+            if !sources.is_empty() {
+                outbox::enqueue_clinic_report(&mut tx, user, now).await?;
+            }
+        }
+        audit::record(
+            &mut tx,
+            &Entry {
+                actor,
+                action: if scope == EraseScope::Everything { "erase_user" } else { "erase_data" },
+                user_id: Some(user),
+                data_source_id: None,
+                detail: serde_json::to_value(e).unwrap_or_default(),
+                time: now,
+            },
+        )
+        .await?;
+        tx.commit().await?;
+        Ok(e)
+    }
+}
 
 impl Store {
     /// Disconnect a user's source for a provider: delete its tokens and schedule, set
     /// `disconnected`, queue a clinic report, audit. Idempotent: disconnecting what is already
     /// disconnected (or never existed) changes nothing and returns the current source, if any.
+    ///
+    /// With `delete_data`, the source's imported datums go in the same transaction (also when it
+    /// was already disconnected).
     ///
     /// Revocation at the partner (where it has an endpoint) is the caller's, before this.
     pub async fn disconnect(
@@ -19,6 +93,7 @@ impl Store {
         actor: &Actor,
         user: &UserId,
         provider: &ProviderName,
+        delete_data: bool,
         now: DateTime<Utc>,
     ) -> Result<Option<DataSource>> {
         let mut tx = self.pool.begin().await?;
@@ -26,7 +101,25 @@ impl Store {
         let Some(source) = data_sources::lock(&mut tx, user, provider).await? else {
             return Ok(None);
         };
+        let erased = if delete_data { Some(datums::erase(&mut tx, user, Some(&source.id)).await?) } else { None };
         let Transition::To(state) = transition(Some(source.state), source.ever_connected, Event::Disconnected) else {
+            if let Some(n) = erased {
+                audit::record(
+                    &mut tx,
+                    &Entry {
+                        actor,
+                        action: "erase_data",
+                        user_id: Some(user),
+                        data_source_id: Some(&source.id),
+                        detail: serde_json::json!({ "datums": n }),
+                        time: now,
+                    },
+                )
+                .await?;
+                let current = data_sources::lock_by_id(&mut tx, &source.id).await?;
+                tx.commit().await?;
+                return Ok(current);
+            }
             return Ok(Some(source));
         };
         provider_sessions::delete(&mut tx, &source.id).await?;
@@ -41,7 +134,7 @@ impl Store {
                 action: "disconnect",
                 user_id: Some(user),
                 data_source_id: Some(&source.id),
-                detail: serde_json::json!({ "provider": provider.as_str(), "from": source.state }),
+                detail: serde_json::json!({ "provider": provider.as_str(), "from": source.state, "erasedDatums": erased }),
                 time: now,
             },
         )

@@ -111,3 +111,9 @@ pub async fn consume(conn: &mut PgConnection, token_hash: &[u8], now: DateTime<U
     .await?;
     Ok(done.rows_affected() > 0)
 }
+
+/// Erasure: delete every `link_tokens` row of a user. Returns how many went.
+pub async fn delete_for_user(conn: &mut PgConnection, user: &model::UserId) -> Result<u64> {
+    let done = sqlx::query!("DELETE FROM link_tokens WHERE user_id = $1", user.as_str()).execute(conn).await?;
+    Ok(done.rows_affected())
+}

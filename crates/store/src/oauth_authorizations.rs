@@ -269,3 +269,9 @@ impl Store {
         Ok(n)
     }
 }
+
+/// Erasure: delete every `oauth_authorizations` row of a user. Returns how many went.
+pub async fn delete_for_user(conn: &mut PgConnection, user: &model::UserId) -> Result<u64> {
+    let done = sqlx::query!("DELETE FROM oauth_authorizations WHERE user_id = $1", user.as_str()).execute(conn).await?;
+    Ok(done.rows_affected())
+}

@@ -210,3 +210,12 @@ pub async fn stats(conn: &mut PgConnection) -> Result<Vec<(String, i64, Option<D
     .await?;
     Ok(rows.into_iter().map(|r| (r.kind, r.depth, r.oldest, r.parked)).collect())
 }
+
+/// Erasure: delete a user's undelivered patient messages (they hold links and addresses).
+/// Clinic reports stay: the clinic must learn that the sources are gone.
+pub async fn delete_messages_for_user(conn: &mut PgConnection, user: &UserId) -> Result<u64> {
+    let done = sqlx::query!("DELETE FROM outbox WHERE user_id = $1 AND kind = 'patient_message'", user.as_str())
+        .execute(conn)
+        .await?;
+    Ok(done.rows_affected())
+}

@@ -110,3 +110,9 @@ pub async fn succeed(conn: &mut PgConnection, id: &DataSourceId, s: &Success<'_>
     .await?;
     Ok(done.rows_affected() == 1)
 }
+
+/// Erasure: delete every `poll_schedule` row of a user. Returns how many went.
+pub async fn delete_for_user(conn: &mut PgConnection, user: &model::UserId) -> Result<u64> {
+    let done = sqlx::query!("DELETE FROM poll_schedule WHERE user_id = $1", user.as_str()).execute(conn).await?;
+    Ok(done.rows_affected())
+}

@@ -252,3 +252,9 @@ async fn fetch(
         modified_time: r.modified_time,
     }))
 }
+
+/// Erasure: delete every `provider_sessions` row of a user. Returns how many went.
+pub async fn delete_for_user(conn: &mut PgConnection, user: &model::UserId) -> Result<u64> {
+    let done = sqlx::query!("DELETE FROM provider_sessions WHERE user_id = $1", user.as_str()).execute(conn).await?;
+    Ok(done.rows_affected())
+}

@@ -2,6 +2,7 @@
 //! the store (domain operations) and the tenant rules.
 
 mod connect;
+mod data;
 mod data_sources;
 mod health;
 mod oauth;
@@ -58,6 +59,7 @@ pub fn public_router(state: AppState, http: &HttpSettings) -> Router {
         .merge(oauth::router())
         .merge(connect::router())
         .merge(requests::router())
+        .merge(data::router())
         .fallback(|| async { ApiError::NotFound })
         .with_state(state)
         .layer(

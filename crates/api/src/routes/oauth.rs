@@ -9,7 +9,7 @@ use model::UserId;
 
 use crate::auth::{Caller, Patient, Service};
 use crate::error::ApiError;
-use crate::extract::ApiPath;
+use crate::extract::{ApiPath, ApiQuery};
 use crate::state::AppState;
 
 pub fn router() -> Router<AppState> {
@@ -18,16 +18,30 @@ pub fn router() -> Router<AppState> {
         .route("/v1/users/{userId}/oauth/{provider}/authorize", delete(disconnect_as_service))
 }
 
-async fn disconnect(state: &AppState, caller: &Caller, user: &UserId, provider: &str) -> Result<StatusCode, ApiError> {
+/// `?deleteData=true` also erases the source's imported data.
+#[derive(Debug, Default, serde::Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+struct DisconnectParams {
+    #[serde(default)]
+    delete_data: bool,
+}
+
+async fn disconnect(
+    state: &AppState,
+    caller: &Caller,
+    user: &UserId,
+    provider: &str,
+    params: DisconnectParams,
+) -> Result<StatusCode, ApiError> {
     let provider = state.provider(provider)?;
     revoke_at_partner(state, user, &provider).await;
-    state.store.disconnect(&caller.actor(), user, &provider, state.clock.now()).await?;
+    state.store.disconnect(&caller.actor(), user, &provider, params.delete_data, state.clock.now()).await?;
     Ok(StatusCode::NO_CONTENT)
 }
 
 /// Revoke our grant at the partner when it has an RFC 7009 endpoint. Best effort: logged, never
 /// blocks the disconnect (deleting our tokens is what "disconnected" means).
-async fn revoke_at_partner(state: &AppState, user: &UserId, provider: &model::ProviderName) {
+pub(crate) async fn revoke_at_partner(state: &AppState, user: &UserId, provider: &model::ProviderName) {
     let Some(partner) = state.partners.get(provider) else { return };
     let Ok(sources) = state.store.list_data_sources(user).await else { return };
     let Some(source) = sources.into_iter().find(|s| &s.provider == provider) else { return };
@@ -64,15 +78,17 @@ async fn disconnect_own(
     State(state): State<AppState>,
     patient: Patient,
     ApiPath(provider): ApiPath<String>,
+    ApiQuery(params): ApiQuery<DisconnectParams>,
 ) -> Result<StatusCode, ApiError> {
-    disconnect(&state, &patient.caller, &patient.user_id, &provider).await
+    disconnect(&state, &patient.caller, &patient.user_id, &provider, params).await
 }
 
 async fn disconnect_as_service(
     State(state): State<AppState>,
     Service(caller): Service,
     ApiPath((user, provider)): ApiPath<(String, String)>,
+    ApiQuery(params): ApiQuery<DisconnectParams>,
 ) -> Result<StatusCode, ApiError> {
     let user = UserId::parse(&user)?;
-    disconnect(&state, &caller, &user, &provider).await
+    disconnect(&state, &caller, &user, &provider, params).await
 }
