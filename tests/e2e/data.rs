@@ -89,6 +89,21 @@ async fn pages_cover_the_range_exactly_once_in_order() {
     for name in ["\"type\"", "\"startDate\"", "\"cursor\"", "\"limit\""] {
         assert!(body.contains(name), "{body}");
     }
+    // The records the import skipped (null EGVs in the simulator) are told, with why.
+    let sources: Value = w
+        .app
+        .http
+        .get(w.app.url(&format!("/v1/users/{ALICE}/data_sources")))
+        .bearer_auth(&token)
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let skipped = &sources[0]["lastImportSkipped"];
+    assert!(skipped["total"].as_u64().unwrap() > 0, "{sources}");
+    assert!(skipped["reasons"]["no_value"]["count"].as_u64().unwrap() > 0, "{sources}");
     // Bob has no data and may not read Alice's.
     let (bobs, _) = read_all(&w, &w.app.patient_token(BOB), &format!("/v1/users/{BOB}/data")).await;
     assert!(bobs.is_empty());

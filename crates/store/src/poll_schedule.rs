@@ -116,3 +116,29 @@ pub async fn delete_for_user(conn: &mut PgConnection, user: &model::UserId) -> R
     let done = sqlx::query!("DELETE FROM poll_schedule WHERE user_id = $1", user.as_str()).execute(conn).await?;
     Ok(done.rows_affected())
 }
+
+/// The skipped-records summary of each of a user's scheduled sources (data-source id → summary).
+pub async fn last_skipped_for_user(
+    conn: &mut PgConnection,
+    user: &model::UserId,
+) -> Result<Vec<(String, serde_json::Value)>> {
+    let rows = sqlx::query!(
+        r#"SELECT data_source_id, last_skipped AS "last_skipped!" FROM poll_schedule
+           WHERE user_id = $1 AND last_skipped IS NOT NULL"#,
+        user.as_str()
+    )
+    .fetch_all(conn)
+    .await?;
+    Ok(rows.into_iter().map(|r| (r.data_source_id, r.last_skipped)).collect())
+}
+
+impl crate::Store {
+    /// What the last successful poll of each of a user's sources skipped, by source id.
+    pub async fn last_skipped(
+        &self,
+        user: &model::UserId,
+    ) -> Result<std::collections::HashMap<String, serde_json::Value>> {
+        let mut conn = self.pool().acquire().await?;
+        Ok(last_skipped_for_user(&mut conn, user).await?.into_iter().collect())
+    }
+}

@@ -40,6 +40,10 @@ pub struct DataSourceView {
     last_import_time: Option<DateTime<Utc>>,
     #[serde(skip_serializing_if = "Option::is_none", serialize_with = "model::time::serialize_opt")]
     expiration_time: Option<DateTime<Utc>>,
+    /// Records the last import skipped because they broke a data-model rule (not an error of
+    /// the source: the rest of the batch was stored).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    last_import_skipped: Option<serde_json::Value>,
     #[serde(serialize_with = "model::time::serialize")]
     created_time: DateTime<Utc>,
     #[serde(serialize_with = "model::time::serialize")]
@@ -68,6 +72,7 @@ impl From<DataSource> for DataSourceView {
             latest_data_time: s.latest_data_time,
             last_import_time: s.last_import_time,
             expiration_time: s.expiration_time,
+            last_import_skipped: None,
             created_time: s.created_time,
             modified_time: s.modified_time,
             revision: s.revision,
@@ -104,8 +109,17 @@ async fn list_for_user(
     let user = UserId::parse(&user)?;
     authorize_user(&state, &caller, &user).await?;
     let sources = state.store.list_data_sources(&user).await?;
+    let mut skipped = state.store.last_skipped(&user).await?;
     audit_read(&state, &caller, &user, None).await?;
-    Ok(Json(sources.into_iter().map(DataSourceView::from).collect()))
+    Ok(Json(
+        sources
+            .into_iter()
+            .map(|s| {
+                let found = skipped.remove(s.id.as_str());
+                DataSourceView { last_import_skipped: found, ..s.into() }
+            })
+            .collect(),
+    ))
 }
 
 async fn get_one(
@@ -121,6 +135,7 @@ async fn get_one(
         ApiError::Forbidden(_) => ApiError::NotFound,
         other => other,
     })?;
+    let found = state.store.last_skipped(&source.user_id).await?.remove(source.id.as_str());
     audit_read(&state, &caller, &source.user_id, Some(&source.id)).await?;
-    Ok(Json(source.into()))
+    Ok(Json(DataSourceView { last_import_skipped: found, ..source.into() }))
 }
