@@ -12,7 +12,7 @@ use crate::connect::{ALICE, BOB, connect_dexcom, source_state};
 async fn connected_and_polled(w: &World, user: &str, login: &str) -> model::DataSourceId {
     assert_eq!(connect_dexcom(w, user, login).await.status(), StatusCode::OK);
     let id = w.app.store.list_data_sources(&UserId::parse(user).unwrap()).await.unwrap()[0].id.clone();
-    w.app.poller().poll(&id, None).await.unwrap();
+    w.app.poller().poll(&id, None, None).await.unwrap();
     id
 }
 

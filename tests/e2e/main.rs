@@ -11,5 +11,6 @@ mod metrics;
 mod openapi;
 mod outbox;
 mod poll;
+mod polling;
 mod tenants;
 mod tokens_at_rest;

@@ -87,7 +87,7 @@ async fn a_clinic_outage_loses_nothing_and_the_last_body_is_the_current_state() 
         message: "Reconnect your Dexcom account.".into(),
         time: w.app.clock.now(),
     };
-    w.app.store.fail(&Actor::system(), &bob_dexcom.id, &error, w.app.clock.now()).await.unwrap();
+    w.app.store.fail(&Actor::system(), &bob_dexcom.id, &error, None, w.app.clock.now()).await.unwrap();
     worker.deliver_due().await.unwrap();
     let r = w
         .app

@@ -75,7 +75,7 @@ async fn a_simulated_week_of_dexcom_polls_equals_the_ground_truth() {
 
     // First poll: the backfill.
     set_time(&w, start);
-    let first = poller.poll(&id, None).await.unwrap();
+    let first = poller.poll(&id, None, None).await.unwrap();
     assert!(first.written.inserted > 1_000, "{first:?}");
     let source = w.app.store.get_data_source(&id).await.unwrap().unwrap();
     assert!(source.earliest_data_time.is_some() && source.latest_data_time.is_some());
@@ -85,7 +85,7 @@ async fn a_simulated_week_of_dexcom_polls_equals_the_ground_truth() {
     // The same window again: nothing new, one partner call (dataRange says nothing changed).
     set_time(&w, start);
     let before = sim_requests(&w);
-    let again = poller.poll(&id, None).await.unwrap();
+    let again = poller.poll(&id, None, None).await.unwrap();
     assert_eq!((again.written.inserted, again.written.updated, again.written.deleted), (0, 0, 0), "{again:?}");
     assert_eq!(again.calls, 1, "{again:?}");
     assert_eq!(sim_requests(&w) - before, 1);
@@ -100,7 +100,7 @@ async fn a_simulated_week_of_dexcom_polls_equals_the_ground_truth() {
         step += 1;
         now += Duration::minutes(45 + (step * 17) % 31);
         set_time(&w, now);
-        let o = poller.poll(&id, None).await.unwrap_or_else(|e| panic!("poll at {now}: {e}"));
+        let o = poller.poll(&id, None, None).await.unwrap_or_else(|e| panic!("poll at {now}: {e}"));
         refreshed += u64::from(o.refreshed);
         // Late readings: first stored by this poll, yet older than two hours.
         let n: i64 = sqlx::query_scalar(
@@ -169,11 +169,11 @@ async fn carelink_polls_store_the_last_day_once() {
     let id = source_of(&w, ALICE).await;
     let poller = w.app.poller();
     set_time(&w, start + Duration::seconds(150));
-    let first = poller.poll(&id, None).await.unwrap();
+    let first = poller.poll(&id, None, None).await.unwrap();
     assert!(first.written.inserted > 200, "{first:?}");
     let first_ids = stored(&w, &id).await;
     set_time(&w, start + Duration::seconds(150));
-    let again = poller.poll(&id, None).await.unwrap();
+    let again = poller.poll(&id, None, None).await.unwrap();
     let new: Vec<Value> =
         stored(&w, &id).await.into_iter().filter(|(k, _)| !first_ids.contains_key(k)).map(|(_, v)| v).collect();
     assert!(new.is_empty(), "a re-poll stored {new:?}");
@@ -181,7 +181,7 @@ async fn carelink_polls_store_the_last_day_once() {
     // Two hours on: only what is new — 24 readings, 24 auto-basal doses, a pump status, the
     // odd bolus or meal.
     set_time(&w, start + Duration::hours(2) + Duration::seconds(150));
-    let later = poller.poll(&id, None).await.unwrap();
+    let later = poller.poll(&id, None, None).await.unwrap();
     assert!((45..=70).contains(&later.written.inserted), "{later:?}");
     assert_eq!(later.written.updated, 0, "{later:?}");
     let got = stored(&w, &id).await;

@@ -30,6 +30,13 @@ pub fn config_dir() -> PathBuf {
 /// Test settings: `config/default.toml` + `config/test.toml`, with freshly generated secrets and
 /// the given database URL, plus any `extra` `TIDEGATE_*` variables.
 pub fn test_settings(database_url: &str, extra: &[(&str, &str)]) -> Settings {
+    let vars = test_env(database_url, extra);
+    Settings::load_from(&config_dir(), "test", vars).expect("test settings load")
+}
+
+/// The `TIDEGATE_*` variables of [`test_settings`] (fresh secrets, the database, `extra`): what a
+/// separate `tidegate` process needs to join the same test.
+pub fn test_env(database_url: &str, extra: &[(&str, &str)]) -> Vec<(String, String)> {
     let jwt_secret: String = {
         use rand::Rng;
         let bytes: [u8; 32] = rand::rng().random();
@@ -45,7 +52,7 @@ pub fn test_settings(database_url: &str, extra: &[(&str, &str)]) -> Settings {
         vars.retain(|(existing, _)| existing != k);
         vars.push(((*k).to_owned(), (*v).to_owned()));
     }
-    Settings::load_from(&config_dir(), "test", vars).expect("test settings load")
+    vars
 }
 
 /// A running app on a fresh database.
@@ -86,19 +93,27 @@ pub async fn spawn_app_on(db: TestDb, extra: &[(&str, &str)]) -> TestApp {
 pub struct World {
     pub app: TestApp,
     pub sandbox: sandbox::Sandbox,
+    /// The app's `TIDEGATE_*` variables (secrets, database, partners at the simulator).
+    pub env: Vec<(String, String)>,
 }
 
 pub const DEXCOM_CLIENT: &str = "tidegate-test";
 
 /// Start the simulator, then the app pointed at it (partners and clinic), on a fresh database.
 pub async fn spawn_world(extra: &[(&str, &str)]) -> World {
+    spawn_world_with(sandbox::SandboxConfig::default(), extra).await
+}
+
+/// [`spawn_world`] with a simulator configuration of the test's own (its clinic token and start
+/// time are set here).
+pub async fn spawn_world_with(config: sandbox::SandboxConfig, extra: &[(&str, &str)]) -> World {
     logs::init();
     let clinic_token = format!("clinic-{}", uuid::Uuid::new_v4().simple());
     let dexcom_secret = format!("dexcom-{}", uuid::Uuid::new_v4().simple());
     let sb = sandbox::Sandbox::start(sandbox::SandboxConfig {
         clinic_server_token: clinic_token.clone(),
         start_time: Some(test_epoch()),
-        ..Default::default()
+        ..config
     })
     .await
     .expect("sandbox starts");
@@ -140,11 +155,12 @@ pub async fn spawn_world(extra: &[(&str, &str)]) -> World {
     }
     let db = TestDb::create().await;
     let refs: Vec<(&str, &str)> = vars.iter().map(|(k, v)| (k.as_str(), v.as_str())).collect();
-    let settings = test_settings(&db.url, &refs);
+    let env = test_env(&db.url, &refs);
+    let settings = Settings::load_from(&config_dir(), "test", env.clone()).expect("test settings load");
     let store = tidegate::startup::store(&settings).expect("store");
     store.migrate().await.expect("migrations");
     let app = spawn_on(listener, db, settings, store).await;
-    World { app, sandbox: sb }
+    World { app, sandbox: sb, env }
 }
 
 /// Start the app with a given settings and store (the database is not migrated here).
@@ -223,6 +239,12 @@ impl TestApp {
             clock,
             self.settings.poll_settings(),
         )
+    }
+
+    /// A poll worker on this app's store, clock, partners and worker settings.
+    pub fn poll_worker(&self) -> scheduler::PollWorker {
+        let clock: SharedClock = self.clock.clone();
+        self.settings.poll_worker(self.store.clone(), clock).expect("worker settings")
     }
 
     pub fn patient_token(&self, user: &str) -> String {

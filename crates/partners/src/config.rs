@@ -85,6 +85,62 @@ pub struct PartnerSettings {
     pub user_agent: Option<String>,
     #[serde(default = "default_timeout")]
     pub timeout_secs: u64,
+    /// How this partner's data sources are polled.
+    #[serde(default)]
+    pub schedule: ScheduleSettings,
+}
+
+/// A daily window in partner-local time during which no poll starts (maintenance).
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct BlackoutSettings {
+    /// `HH:MM`, partner-local.
+    pub start: String,
+    /// `HH:MM`, partner-local (may be before `start`: the window crosses midnight).
+    pub end: String,
+    /// IANA zone, e.g. `America/Los_Angeles` (DST followed).
+    pub time_zone: String,
+}
+
+/// Polling policy of one partner (DESIGN §5).
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct ScheduleSettings {
+    /// Interval between polls after a success: uniform in [min, max] (before any stretch).
+    pub interval_min_secs: u64,
+    pub interval_max_secs: u64,
+    /// New and reconnected sources are first polled within this (uniform jitter).
+    pub first_poll_within_secs: u64,
+    pub blackouts: Vec<BlackoutSettings>,
+    /// Auth failures seen this long after a blackout ends still count as transient.
+    pub blackout_grace_secs: u64,
+    /// First backoff after a transient failure (doubling, jittered, capped at the interval).
+    pub backoff_base_secs: u64,
+    /// Consecutive auth failures (`invalid_grant`, 401 after a refresh) before the failure is
+    /// confirmed (state `error`), spaced by a doubling backoff from `auth_backoff_base_secs`.
+    pub auth_failures_to_confirm: u32,
+    pub auth_backoff_base_secs: u64,
+    /// Partner calls allowed per hour for this app, across every replica (unset: no limit).
+    pub calls_per_hour: Option<u64>,
+    /// The most calls one poll can make (reserved from the budget before it starts).
+    pub max_calls_per_poll: u32,
+}
+
+impl Default for ScheduleSettings {
+    fn default() -> Self {
+        Self {
+            interval_min_secs: 45 * 60,
+            interval_max_secs: 75 * 60,
+            first_poll_within_secs: 60,
+            blackouts: Vec::new(),
+            blackout_grace_secs: 30 * 60,
+            backoff_base_secs: 60,
+            auth_failures_to_confirm: 4,
+            auth_backoff_base_secs: 2 * 3600,
+            calls_per_hour: None,
+            max_calls_per_poll: 6,
+        }
+    }
 }
 
 fn default_client_auth() -> ClientAuth {

@@ -259,6 +259,12 @@ impl OutboxWorker {
         };
         let provider = row.payload["provider"].as_str().unwrap_or("your device");
         let (subject, intro) = match row.payload["kind"].as_str() {
+            Some("reconnect_needed") => (
+                format!("Your {provider} account needs to be reconnected"),
+                format!(
+                    "We can no longer read your {provider} data: the connection was ended or expired. Reconnect so your data keeps arriving."
+                ),
+            ),
             Some("reconnect_request") => (
                 format!("Please reconnect your {provider} account"),
                 format!("Your clinic asks you to reconnect your {provider} account so your data keeps arriving."),

@@ -82,9 +82,15 @@ impl Poller {
     }
 
     /// Poll one data source now. `lease` is the claim it runs under (`None` outside the claim
-    /// loop: then it only writes while no one holds a lease).
+    /// loop: then it only writes while no one holds a lease); `next` is the due time (and why)
+    /// to set when the poll succeeds (`None` keeps the current one).
     #[tracing::instrument(name = "poll", skip_all, fields(data_source = %id, partner = tracing::field::Empty))]
-    pub async fn poll(&self, id: &DataSourceId, lease: Option<Uuid>) -> Result<PollOutcome, PollError> {
+    pub async fn poll(
+        &self,
+        id: &DataSourceId,
+        lease: Option<Uuid>,
+        next: Option<(DateTime<Utc>, &'static str)>,
+    ) -> Result<PollOutcome, PollError> {
         let source = self.store.get_data_source(id).await?.ok_or(PollError::NotPollable("no such data source"))?;
         if source.state != DataSourceState::Connected {
             return Err(PollError::NotPollable("the data source is not connected"));
@@ -120,7 +126,7 @@ impl Poller {
         let (batch, cursor) = fetched?;
         outcome.calls = batch.calls;
         outcome.skipped = batch.skipped.iter().map(|(k, s)| (*k, s.count)).collect();
-        self.write(&source, lease, batch, &cursor, &mut outcome).await?;
+        self.write(&source, lease, next, batch, &cursor, &mut outcome).await?;
         let p = source.provider.as_str().to_owned();
         for (reason, n) in &outcome.skipped {
             metrics::counter!("tidegate_records_skipped_total", "partner" => p.clone(), "reason" => *reason)
@@ -244,6 +250,7 @@ impl Poller {
         &self,
         source: &store::data_sources::DataSource,
         lease: Option<Uuid>,
+        next: Option<(DateTime<Utc>, &'static str)>,
         batch: Batch,
         cursor: &Value,
         outcome: &mut PollOutcome,
@@ -270,7 +277,7 @@ impl Poller {
             .collect();
         let removed: Vec<String> = batch.removed.iter().map(|id| id.as_str().to_owned()).collect();
         let mut tx = self.store.begin().await?;
-        let fence = poll_schedule::Success { lease, cursor, skipped: skipped.as_ref(), next_run_at: None, now };
+        let fence = poll_schedule::Success { lease, cursor, skipped: skipped.as_ref(), next_run_at: next, now };
         if !poll_schedule::succeed(&mut tx, &source.id, &fence).await? {
             return Err(PollError::LeaseLost);
         }

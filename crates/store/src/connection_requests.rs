@@ -36,6 +36,19 @@ pub async fn insert(conn: &mut PgConnection, r: &ConnectionRequest, link_token_h
     Ok(())
 }
 
+/// The clinic of the newest request for a user's provider, if any clinic ever asked.
+pub async fn latest_clinic(conn: &mut PgConnection, user: &UserId, provider: &ProviderName) -> Result<Option<String>> {
+    let row = sqlx::query_scalar!(
+        r#"SELECT clinic_id FROM connection_requests WHERE user_id = $1 AND provider = $2
+           ORDER BY created_time DESC, id LIMIT 1"#,
+        user.as_str(),
+        provider.as_str()
+    )
+    .fetch_optional(conn)
+    .await?;
+    Ok(row)
+}
+
 impl Store {
     /// A patient's connection requests, newest first; `clinic` narrows to one clinic's.
     pub async fn connection_requests(

@@ -240,3 +240,13 @@ pub async fn delete_for_user(conn: &mut PgConnection, user: &model::UserId) -> R
     let done = sqlx::query!("DELETE FROM data_sources WHERE user_id = $1", user.as_str()).execute(conn).await?;
     Ok(done.rows_affected())
 }
+
+/// Data sources per (provider, state), for the `sources by state` gauge and the dashboard.
+pub async fn count_by_state(conn: &mut PgConnection) -> Result<Vec<(String, String, i64)>> {
+    let rows = sqlx::query!(
+        r#"SELECT provider, state, count(*) AS "n!" FROM data_sources GROUP BY provider, state ORDER BY provider, state"#
+    )
+    .fetch_all(conn)
+    .await?;
+    Ok(rows.into_iter().map(|r| (r.provider, r.state, r.n)).collect())
+}

@@ -12,6 +12,8 @@ pub mod lifecycle;
 pub mod link_tokens;
 pub mod oauth_authorizations;
 pub mod outbox;
+pub mod partner_budget;
+pub mod poll_runs;
 pub mod poll_schedule;
 pub mod provider_sessions;
 

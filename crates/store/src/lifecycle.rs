@@ -405,15 +405,26 @@ fn message_link_aad(user: &UserId, request: &uuid::Uuid) -> Vec<u8> {
     crate::crypto::aad("outbox", &format!("{user}/{request}"), "link")
 }
 
+/// The "reconnect your account" message a confirmed failure sends the patient.
+#[derive(Debug, Clone)]
+pub struct ReconnectNotice {
+    /// `{public_url}/v1/oauth/{provider}/authorize?restricted_token=` (the link token follows).
+    pub link_base: String,
+    /// Lifetime of the link (30 days).
+    pub ttl: chrono::Duration,
+}
+
 impl Store {
     /// A confirmed authorization failure or a permanent partner error: state `error` with the
-    /// reason, polling paused, clinic report and audit entry — one transaction. A source that
-    /// is no longer connected (disconnected meanwhile) is left alone.
+    /// reason, polling paused, clinic report and audit entry — and, with `notice`, a message
+    /// to the patient with a fresh link to reconnect — one transaction. A source that is no
+    /// longer connected (disconnected meanwhile) is left alone.
     pub async fn fail(
         &self,
         actor: &Actor,
         id: &model::DataSourceId,
         error: &data_sources::SourceError,
+        notice: Option<&ReconnectNotice>,
         now: DateTime<Utc>,
     ) -> crate::Result<Option<DataSource>> {
         let mut tx = self.pool.begin().await?;
@@ -425,6 +436,36 @@ impl Store {
         let updated = data_sources::update_state(&mut tx, id, &change).await?;
         poll_schedule::pause(&mut tx, id, now).await?;
         outbox::enqueue_clinic_report(&mut tx, &source.user_id, now).await?;
+        if let Some(n) = notice {
+            let expires = now + n.ttl;
+            let link = model::LinkTokenId::generate();
+            let paths = vec![format!("/v1/oauth/{}", source.provider)];
+            crate::link_tokens::insert(
+                &mut tx,
+                &link,
+                &source.user_id,
+                &paths,
+                expires,
+                crate::link_tokens::Purpose::ConnectionRequest,
+                now,
+            )
+            .await?;
+            // The clinic that last asked for this source knows the patient's address.
+            let clinic = connection_requests::latest_clinic(&mut tx, &source.user_id, &source.provider).await?;
+            let message_id = uuid::Uuid::new_v4();
+            let url = secrecy::SecretString::from(format!("{}{}", n.link_base, link.as_str()));
+            let sealed = self.keys.seal_secret(&url, &message_link_aad(&source.user_id, &message_id));
+            let payload = serde_json::json!({
+                "kind": "reconnect_needed",
+                "requestId": message_id,
+                "clinicId": clinic,
+                "provider": source.provider.as_str(),
+                "reason": error.code,
+                "expirationTime": model::time::format(&expires),
+                "link": {"keyId": sealed.key_id, "sealed": hex::encode(sealed.bytes)},
+            });
+            outbox::enqueue_patient_message(&mut tx, &source.user_id, &payload, now).await?;
+        }
         audit::record(
             &mut tx,
             &Entry {
@@ -432,7 +473,7 @@ impl Store {
                 action: "fail",
                 user_id: Some(&source.user_id),
                 data_source_id: Some(id),
-                detail: serde_json::json!({ "code": error.code }),
+                detail: serde_json::json!({ "code": error.code, "notified": notice.is_some() }),
                 time: now,
             },
         )

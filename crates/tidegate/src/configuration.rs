@@ -65,6 +65,7 @@ pub struct Settings {
     pub messages: MessagesConfig,
     pub outbox: OutboxConfig,
     pub poll: PollConfig,
+    pub worker: WorkerConfig,
     pub log: LogConfig,
     #[serde(default)]
     pub partners: BTreeMap<String, PartnerConfig>,
@@ -157,6 +158,24 @@ pub struct OutboxConfig {
     pub base_backoff_secs: i64,
     pub max_backoff_secs: i64,
     pub idle_ms: u64,
+}
+
+/// The poll worker (claiming, leases, concurrency; DESIGN §5).
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct WorkerConfig {
+    pub lease_secs: i64,
+    pub batch: i64,
+    pub max_in_flight: usize,
+    pub idle_ms: u64,
+    pub shutdown_grace_secs: u64,
+    pub history_hours: i64,
+    pub breaker_threshold: u32,
+    pub breaker_min_cooldown_secs: i64,
+    pub breaker_max_cooldown_secs: i64,
+    /// Seed for the scheduling jitter (simulations and tests only).
+    #[serde(default)]
+    pub rng_seed: Option<u64>,
 }
 
 /// How polls read partner data (scheduling itself is configured per partner).
@@ -327,6 +346,20 @@ impl Settings {
         if self.poll.look_back_minutes < 0 || self.poll.refresh_skew_secs < 0 || self.poll.devices_every_hours < 1 {
             return Err(invalid("poll", "look_back_minutes and refresh_skew_secs ≥ 0, devices_every_hours ≥ 1"));
         }
+        let w = &self.worker;
+        if w.lease_secs < 30 || w.batch < 1 || w.max_in_flight < 1 || w.history_hours < 1 || w.breaker_threshold < 1 {
+            return Err(invalid(
+                "worker",
+                "lease_secs ≥ 30, batch ≥ 1, max_in_flight ≥ 1, history_hours ≥ 1, breaker_threshold ≥ 1",
+            ));
+        }
+        if w.breaker_min_cooldown_secs < 1 || w.breaker_max_cooldown_secs < w.breaker_min_cooldown_secs {
+            return Err(invalid("worker.breaker_max_cooldown_secs", "must be ≥ breaker_min_cooldown_secs ≥ 1"));
+        }
+        for (name, p) in &self.partners {
+            scheduler::timing::Policy::parse(&p.schedule)
+                .map_err(|e| invalid("partners", format!("partners.{name}.schedule: {e}")))?;
+        }
         if self.database.max_connections == 0 {
             return Err(invalid("database.max_connections", "must be at least 1"));
         }
@@ -471,6 +504,36 @@ impl Settings {
             max_backoff: chrono::Duration::seconds(self.outbox.max_backoff_secs),
             idle: Duration::from_millis(self.outbox.idle_ms),
         }
+    }
+
+    pub fn worker_settings(&self) -> scheduler::WorkerSettings {
+        let w = &self.worker;
+        scheduler::WorkerSettings {
+            lease: chrono::Duration::seconds(w.lease_secs),
+            batch: w.batch,
+            max_in_flight: w.max_in_flight,
+            idle: std::time::Duration::from_millis(w.idle_ms),
+            shutdown_grace: std::time::Duration::from_secs(w.shutdown_grace_secs),
+            history: chrono::Duration::hours(w.history_hours),
+            breaker_threshold: w.breaker_threshold,
+            breaker_min_cooldown: chrono::Duration::seconds(w.breaker_min_cooldown_secs),
+            breaker_max_cooldown: chrono::Duration::seconds(w.breaker_max_cooldown_secs),
+            public_url: self.public_url.clone(),
+            reconnect_link_ttl: chrono::Duration::days(self.oauth.connection_request_ttl_days),
+            rng_seed: w.rng_seed,
+        }
+    }
+
+    /// The poll worker for this configuration (fails on an invalid partner schedule).
+    pub fn poll_worker(
+        &self,
+        store: store::Store,
+        clock: model::SharedClock,
+    ) -> Result<scheduler::PollWorker, ConfigError> {
+        let partners = self.registry()?;
+        let poller = scheduler::Poller::new(store.clone(), partners.clone(), clock.clone(), self.poll_settings());
+        scheduler::PollWorker::new(store, poller, partners, clock, self.worker_settings())
+            .map_err(|e| invalid("partners", e))
     }
 
     pub fn poll_settings(&self) -> scheduler::PollSettings {

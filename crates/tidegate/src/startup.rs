@@ -22,6 +22,7 @@ pub struct Application {
     settings: Settings,
     /// Background work run beside the API (`serve --no-worker` drops it).
     outbox: Option<scheduler::OutboxWorker>,
+    poller: Option<scheduler::PollWorker>,
     _tasks: Vec<TaskGuard>,
 }
 
@@ -138,7 +139,8 @@ impl Application {
             mailer,
             settings.outbox_settings(),
         );
-        Ok(Self { public, ops, state, settings, outbox: Some(outbox), _tasks: tasks })
+        let poller = settings.poll_worker(store.clone(), state.clock.clone())?;
+        Ok(Self { public, ops, state, settings, outbox: Some(outbox), poller: Some(poller), _tasks: tasks })
     }
 
     pub fn public_addr(&self) -> SocketAddr {
@@ -156,6 +158,7 @@ impl Application {
     /// Do not run background work in this process (`serve --no-worker`).
     pub fn without_worker(mut self) -> Self {
         self.outbox = None;
+        self.poller = None;
         self
     }
 
@@ -168,6 +171,7 @@ impl Application {
 
         let (tx, rx) = tokio::sync::watch::channel(false);
         let worker = self.outbox.map(|w| tokio::spawn(w.run(rx.clone())));
+        let poller = self.poller.map(|w| tokio::spawn(w.run(rx.clone())));
         let wait = |mut rx: tokio::sync::watch::Receiver<bool>| async move {
             let _ = rx.wait_for(|stop| *stop).await;
         };
@@ -183,6 +187,10 @@ impl Application {
         if let Some(w) = worker {
             // Stopped by the same signal: finishes the delivery in hand, then exits.
             let _ = tokio::time::timeout(Duration::from_secs(30), w).await;
+        }
+        if let Some(p) = poller {
+            // Stops claiming, lets in-flight polls finish (worker.shutdown_grace_secs), releases.
+            let _ = tokio::time::timeout(Duration::from_secs(60), p).await;
         }
         a.context("public listener")?;
         b.context("ops listener")?;
@@ -218,6 +226,7 @@ pub async fn run_worker(settings: Settings, shutdown: impl Future<Output = ()> +
     let store = store(&settings)?;
     let (clock, _clock_task) = crate::clock::build(&settings.clock).await?;
     migrate_with_retry(&store).await?;
+    let poller = settings.poll_worker(store.clone(), clock.clone())?;
     let worker = scheduler::OutboxWorker::new(
         store,
         clock,
@@ -226,10 +235,12 @@ pub async fn run_worker(settings: Settings, shutdown: impl Future<Output = ()> +
         settings.outbox_settings(),
     );
     let (tx, rx) = tokio::sync::watch::channel(false);
-    let task = tokio::spawn(worker.run(rx));
+    let task = tokio::spawn(worker.run(rx.clone()));
+    let polls = tokio::spawn(poller.run(rx));
     shutdown.await;
     tracing::info!("worker shutting down");
     let _ = tx.send(true);
     let _ = tokio::time::timeout(Duration::from_secs(30), task).await;
+    let _ = tokio::time::timeout(Duration::from_secs(60), polls).await;
     Ok(())
 }

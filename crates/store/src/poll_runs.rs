@@ -1,0 +1,72 @@
+//! `poll_runs`: recent polls (operators' view, and the proof that every due poll ran once).
+
+use chrono::{DateTime, Utc};
+use model::DataSourceId;
+use sqlx::PgConnection;
+
+use crate::{Result, Store};
+
+#[derive(Debug, Clone)]
+pub struct Run<'a> {
+    pub data_source_id: &'a DataSourceId,
+    pub provider: &'a str,
+    pub owner: uuid::Uuid,
+    pub due_at: DateTime<Utc>,
+    pub started_at: DateTime<Utc>,
+    pub finished_at: DateTime<Utc>,
+    pub outcome: &'a str,
+    pub calls: i32,
+    pub datums_written: i32,
+    pub next_run_at: Option<DateTime<Utc>>,
+    pub next_kind: Option<&'a str>,
+    pub error: Option<&'a str>,
+}
+
+pub async fn insert(conn: &mut PgConnection, r: &Run<'_>) -> Result<()> {
+    sqlx::query!(
+        r#"INSERT INTO poll_runs (data_source_id, provider, owner, due_at, started_at, finished_at, outcome, calls,
+                                  datums_written, next_run_at, next_kind, error)
+           VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12)"#,
+        r.data_source_id.as_str(),
+        r.provider,
+        r.owner,
+        r.due_at,
+        r.started_at,
+        r.finished_at,
+        r.outcome,
+        r.calls,
+        r.datums_written,
+        r.next_run_at,
+        r.next_kind,
+        r.error
+    )
+    .execute(conn)
+    .await?;
+    Ok(())
+}
+
+/// Delete up to `limit` runs that started before `before`. Returns how many went.
+pub async fn prune(conn: &mut PgConnection, before: DateTime<Utc>, limit: i64) -> Result<u64> {
+    let done = sqlx::query!(
+        r#"DELETE FROM poll_runs WHERE id IN (SELECT id FROM poll_runs WHERE started_at < $1 ORDER BY id LIMIT $2)"#,
+        before,
+        limit
+    )
+    .execute(conn)
+    .await?;
+    Ok(done.rows_affected())
+}
+
+/// Outcome counts per provider since `since`: (provider, outcome, count).
+impl Store {
+    pub async fn poll_outcomes_since(&self, since: DateTime<Utc>) -> Result<Vec<(String, String, i64)>> {
+        let rows = sqlx::query!(
+            r#"SELECT provider, outcome, count(*) AS "n!" FROM poll_runs WHERE started_at >= $1
+               GROUP BY provider, outcome ORDER BY provider, outcome"#,
+            since
+        )
+        .fetch_all(&self.pool)
+        .await?;
+        Ok(rows.into_iter().map(|r| (r.provider, r.outcome, r.n)).collect())
+    }
+}
