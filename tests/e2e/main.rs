@@ -14,3 +14,4 @@ mod poll;
 mod polling;
 mod tenants;
 mod tokens_at_rest;
+mod workers;

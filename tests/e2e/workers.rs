@@ -1,0 +1,315 @@
+//! Worker **processes** (`tidegate worker`, the real binary) on one database, following the
+//! simulator's clock: a simulated day with many sources (every due poll exactly once, never in
+//! a blackout, uniform intervals), a worker killed mid-poll, and the partner budget.
+//!
+//! Sizes: `TIDEGATE_SOAK=1` runs the bigger soak sizes (`TIDEGATE_SOAK_SOURCES`, default 10,000).
+
+use std::collections::{BTreeMap, HashMap};
+use std::path::PathBuf;
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration as StdDuration, Instant};
+
+use chrono::{DateTime, Duration, Utc};
+use model::{DataSourceId, ProviderName, UserId};
+use secrecy::SecretString;
+use store::audit::Actor;
+use store::lifecycle::Connection;
+use tidegate_e2e::{World, config_dir};
+
+/// The `tidegate` binary next to this test (built by `cargo test --workspace`).
+fn tidegate_bin() -> PathBuf {
+    let exe = std::env::current_exe().expect("test binary path");
+    let dir = exe.parent().and_then(|d| d.parent()).expect("target dir");
+    let bin = dir.join(format!("tidegate{}", std::env::consts::EXE_SUFFIX));
+    assert!(
+        bin.exists(),
+        "{} is missing: run `cargo build -p tidegate` (cargo test --workspace builds it)",
+        bin.display()
+    );
+    bin
+}
+
+/// A child process, killed when dropped.
+struct Proc {
+    child: Child,
+    log: PathBuf,
+}
+
+impl Proc {
+    fn pid(&self) -> u32 {
+        self.child.id()
+    }
+
+    /// SIGTERM, then wait (up to `within`) for a clean exit.
+    fn terminate(&mut self, within: StdDuration) -> bool {
+        let _ = Command::new("kill").arg("-TERM").arg(self.pid().to_string()).status();
+        let deadline = Instant::now() + within;
+        while Instant::now() < deadline {
+            if let Ok(Some(status)) = self.child.try_wait() {
+                return status.success();
+            }
+            std::thread::sleep(StdDuration::from_millis(20));
+        }
+        false
+    }
+
+    fn log(&self) -> String {
+        std::fs::read_to_string(&self.log).unwrap_or_default()
+    }
+}
+
+impl Drop for Proc {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// Start `tidegate worker` with the world's settings, following the simulator's clock.
+fn spawn_worker(w: &World, name: &str, extra: &[(&str, &str)]) -> Proc {
+    let log = std::env::temp_dir().join(format!("tidegate-{name}-{}.log", uuid::Uuid::new_v4().simple()));
+    let file = std::fs::File::create(&log).expect("log file");
+    let mut cmd = Command::new(tidegate_bin());
+    cmd.arg("worker")
+        .env_clear()
+        .env("PATH", std::env::var("PATH").unwrap_or_default())
+        .env("TIDEGATE_ENV", "test")
+        .env("TIDEGATE_CONFIG_DIR", config_dir())
+        .env("TIDEGATE_CLOCK__SOURCE", "external")
+        .env("TIDEGATE_CLOCK__EXTERNAL_URL", w.sandbox.url("/admin/clock"))
+        .env("TIDEGATE_CLOCK__SYNC_INTERVAL_MS", "20")
+        .env("TIDEGATE_WORKER__IDLE_MS", "20")
+        .env("TIDEGATE_LOG__FILTER", "warn,tidegate=info,tidegate_scheduler=info")
+        .stdin(Stdio::null())
+        .stdout(file.try_clone().expect("log"))
+        .stderr(file);
+    for (k, v) in &w.env {
+        cmd.env(k, v);
+    }
+    for (k, v) in extra {
+        cmd.env(k, v);
+    }
+    Proc { child: cmd.spawn().expect("tidegate worker starts"), log }
+}
+
+fn user_id(i: usize) -> UserId {
+    UserId::parse(&format!("{:010x}", 0x10_0000_0000_u64 + i as u64)).expect("user id")
+}
+
+/// Connect `n` simulated Dexcom people directly (tokens from the simulator's authorization
+/// server, stored encrypted as in production), first polls jittered within a minute of `at`.
+async fn seed(w: &World, n: usize, at: DateTime<Utc>) -> Vec<DataSourceId> {
+    let (_, auth) = &w.sandbox.sim.dexcom_auth[0];
+    let redirect = format!("{}/v1/oauth/dexcom/redirect", w.app.settings.public_url);
+    let dexcom = ProviderName::parse("dexcom").unwrap();
+    let mut ids = Vec::with_capacity(n);
+    for i in 0..n {
+        let code = auth.issue_code(tidegate_e2e::DEXCOM_CLIENT, &redirect, i, "offline_access", None, at);
+        let tokens = auth.exchange_code(tidegate_e2e::DEXCOM_CLIENT, &code, &redirect, None, at).expect("tokens");
+        let c = Connection {
+            user: user_id(i),
+            provider: dexcom.clone(),
+            region: Some("us".into()),
+            partner_account_id: format!("sim-dexcom-{i}"),
+            access_token: SecretString::from(tokens.access_token),
+            refresh_token: Some(SecretString::from(tokens.refresh_token)),
+            access_expires_at: Some(at + Duration::seconds(tokens.expires_in)),
+            scope: Some(tokens.scope),
+            link_token_hash: None,
+            first_poll_at: at + Duration::milliseconds((i as i64 * 60_000) / n as i64),
+        };
+        let source = w.app.store.connect(&Actor::system(), &c, at).await.expect("connect");
+        ids.push(source.id);
+    }
+    ids
+}
+
+/// Wait until nothing is due at `at` and no lease is held (every due poll done).
+async fn settle(w: &World, at: DateTime<Utc>, within: StdDuration) {
+    let deadline = Instant::now() + within;
+    loop {
+        let busy: i64 = sqlx::query_scalar(
+            "SELECT count(*) FROM poll_schedule WHERE NOT paused AND (next_run_at <= $1 OR lease_owner IS NOT NULL)",
+        )
+        .bind(at)
+        .fetch_one(w.app.store.pool())
+        .await
+        .unwrap();
+        if busy == 0 {
+            return;
+        }
+        assert!(Instant::now() < deadline, "{busy} polls still due or running at {at}");
+        tokio::time::sleep(StdDuration::from_millis(10)).await;
+    }
+}
+
+#[derive(Debug, sqlx::FromRow)]
+struct Run {
+    data_source_id: String,
+    owner: uuid::Uuid,
+    due_at: DateTime<Utc>,
+    started_at: DateTime<Utc>,
+    outcome: String,
+    next_run_at: Option<DateTime<Utc>>,
+    next_kind: Option<String>,
+}
+
+async fn all_runs(w: &World) -> Vec<Run> {
+    sqlx::query_as(
+        "SELECT data_source_id, owner, due_at, started_at, outcome, next_run_at, next_kind FROM poll_runs ORDER BY data_source_id, started_at, id",
+    )
+    .fetch_all(w.app.store.pool())
+    .await
+    .unwrap()
+}
+
+/// Kolmogorov–Smirnov against uniform [lo, hi]: (D, asymptotic p-value).
+fn ks_uniform(samples: &mut [f64], lo: f64, hi: f64) -> (f64, f64) {
+    samples.sort_by(f64::total_cmp);
+    let n = samples.len() as f64;
+    let d = samples
+        .iter()
+        .enumerate()
+        .map(|(i, x)| {
+            let f = ((x - lo) / (hi - lo)).clamp(0.0, 1.0);
+            (f - i as f64 / n).abs().max(((i + 1) as f64 / n - f).abs())
+        })
+        .fold(0.0, f64::max);
+    let lambda = (n.sqrt() + 0.12 + 0.11 / n.sqrt()) * d;
+    let p = (1..=100)
+        .map(|k| {
+            let k = k as f64;
+            2.0 * (-1f64).powi(k as i32 - 1) * (-2.0 * k * k * lambda * lambda).exp()
+        })
+        .sum::<f64>()
+        .clamp(0.0, 1.0);
+    (d, p)
+}
+
+fn soak() -> bool {
+    std::env::var("TIDEGATE_SOAK").is_ok_and(|v| v == "1")
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn three_worker_processes_share_a_simulated_day() {
+    let sources: usize = if soak() {
+        std::env::var("TIDEGATE_SOAK_SOURCES").ok().and_then(|s| s.parse().ok()).unwrap_or(10_000)
+    } else {
+        2_000
+    };
+    let start = tidegate_e2e::test_epoch();
+    let w = tidegate_e2e::spawn_world_with(
+        sandbox::SandboxConfig {
+            dexcom_people: sources,
+            carelink_people: 0,
+            dexcom_budget_per_hour: None,
+            history_days: 0,
+            ..Default::default()
+        },
+        &[],
+    )
+    .await;
+    w.sandbox.sim.clock.set(start);
+    let ids = seed(&w, sources, start).await;
+    let mut workers: Vec<Proc> = (0..3)
+        .map(|i| {
+            let seed = (20_261_122 + i).to_string();
+            spawn_worker(
+                &w,
+                &format!("day-{i}"),
+                &[
+                    ("TIDEGATE_WORKER__RNG_SEED", seed.as_str()),
+                    ("TIDEGATE_POLL__LOOK_BACK_MINUTES", "60"),
+                    // Keep the whole day's history for the checks below.
+                    ("TIDEGATE_WORKER__HISTORY_HOURS", "48"),
+                ],
+            )
+        })
+        .collect();
+    let step = Duration::minutes(5);
+    let end = start + Duration::days(1);
+    let mut at = start;
+    let began = Instant::now();
+    while at < end {
+        at += step;
+        w.sandbox.sim.clock.set(at);
+        settle(&w, at, StdDuration::from_secs(120)).await;
+        for p in &mut workers {
+            assert!(p.child.try_wait().unwrap().is_none(), "a worker exited:\n{}", p.log());
+        }
+    }
+    let wall = began.elapsed();
+    for p in &mut workers {
+        assert!(p.terminate(StdDuration::from_secs(30)), "clean shutdown:\n{}", p.log());
+    }
+    let runs = all_runs(&w).await;
+    let by_owner: BTreeMap<uuid::Uuid, usize> = runs.iter().fold(BTreeMap::new(), |mut m, r| {
+        *m.entry(r.owner).or_default() += 1;
+        m
+    });
+    assert_eq!(by_owner.len(), 3, "every process polled: {by_owner:?}");
+    let failed: Vec<&Run> = runs.iter().filter(|r| r.outcome != "success").collect();
+    assert!(failed.is_empty(), "{} polls failed, e.g. {:?}", failed.len(), failed.first());
+    // Every due poll exactly once: per source, each run is due when the previous one said.
+    let mut per_source: HashMap<&str, Vec<&Run>> = HashMap::new();
+    for r in &runs {
+        per_source.entry(r.data_source_id.as_str()).or_default().push(r);
+    }
+    assert_eq!(per_source.len(), ids.len(), "every source was polled");
+    let worker = w.app.poll_worker();
+    let policy = worker.policy("dexcom").unwrap();
+    let mut deferred = 0;
+    for (id, rs) in &per_source {
+        for pair in rs.windows(2) {
+            let planned = pair[0].next_run_at.unwrap();
+            if pair[1].due_at != planned {
+                // Due just before a blackout, the clock step landed inside it: the poll was
+                // moved past the window (never run inside it, never dropped).
+                let window = policy.blackout_at(planned + step);
+                assert!(
+                    window.is_some_and(|(s, e)| planned < s && pair[1].due_at >= e),
+                    "{id}: a poll ran twice or was skipped (planned {planned}, ran as due {})",
+                    pair[1].due_at
+                );
+                deferred += 1;
+            }
+        }
+        let last = rs.last().unwrap().next_run_at.unwrap();
+        assert!(last > end, "{id}: due at {last} but not polled by the end");
+    }
+    // No poll started inside Dexcom's blackout (spring forward: 10:00–10:45 UTC on 2026-03-08).
+    let inside: Vec<&Run> = runs.iter().filter(|r| policy.blackout_at(r.started_at).is_some()).collect();
+    assert!(inside.is_empty(), "{} polls started in a blackout, e.g. {:?}", inside.len(), inside.first());
+    let shifted = runs.iter().filter(|r| r.next_kind.as_deref() == Some("blackout")).count();
+    assert!(shifted > 0, "some intervals were moved past the window");
+    // The regular intervals are uniform on [45, 75] minutes. Samples are chosen by when the poll
+    // started, never by what was drawn: polls whose [45, 75]-minute range meets a blackout are
+    // left out whole (keeping only their unshifted draws would bias the sample).
+    let clear_of_blackouts =
+        |r: &&Run| (45..=75).all(|m| policy.blackout_at(r.started_at + Duration::minutes(m)).is_none());
+    let mut samples: Vec<f64> = runs
+        .iter()
+        .filter(clear_of_blackouts)
+        .filter(|r| r.next_kind.as_deref() == Some("regular"))
+        .filter_map(|r| r.next_run_at.map(|n| (n - r.started_at).num_milliseconds() as f64 / 60_000.0))
+        .collect();
+    let n = samples.len();
+    let kinds: BTreeMap<&str, usize> = runs.iter().fold(BTreeMap::new(), |mut m, r| {
+        *m.entry(r.next_kind.as_deref().unwrap_or("-")).or_default() += 1;
+        m
+    });
+    assert!(n >= 10_000 || soak(), "{n} samples of {} runs: {kinds:?}", runs.len());
+    let (d, p) = ks_uniform(&mut samples, 45.0, 75.0);
+    let mut lags: Vec<i64> = runs.iter().map(|r| (r.started_at - r.due_at).num_milliseconds()).collect();
+    lags.sort();
+    eprintln!(
+        "simulated day: {sources} sources, {} polls by 3 processes {by_owner:?} in {:.0?}; KS vs U[45,75] min over {n} regular intervals: D = {d:.5}, p = {p:.3}; blackout shifts {shifted} planned + {deferred} deferred; lag p50 {} ms, p99 {} ms (5-minute clock steps)",
+        runs.len(),
+        wall,
+        lags[lags.len() / 2],
+        lags[lags.len() * 99 / 100],
+    );
+    assert!(p > 0.01, "intervals are not uniform: D = {d}, p = {p}");
+    let v = store::lifecycle::check_invariants(&w.app.store).await.unwrap();
+    assert!(v.is_empty(), "{v:?}");
+}
