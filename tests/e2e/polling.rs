@@ -176,13 +176,27 @@ async fn transient_failures_back_off_retry_after_wins_and_the_state_stays_connec
 #[tokio::test]
 async fn a_revoked_grant_is_confirmed_after_four_failures_and_the_patient_is_asked_to_reconnect() {
     let w = tidegate_e2e::spawn_world(&[]).await;
+    let r = w
+        .app
+        .http
+        .post(w.sandbox.url("/admin/clinic/patients"))
+        .json(&serde_json::json!({"clinicId": "5f1e8a0b9c7d6e5f4a3b2c1d", "userId": ALICE, "email": "alice@patients.test"}))
+        .send()
+        .await
+        .unwrap();
+    assert!(r.status().is_success());
     let id = connected(&w, ALICE, "dexcom-001").await;
     let worker = w.app.poll_worker();
+    let outbox = w.app.outbox_worker();
+    set_time(&w, schedule(&w, &id).await.next_run_at);
+    assert_eq!(pass(&worker).await, 1, "a first, successful poll");
+    outbox.deliver_due().await.unwrap();
     let r = w.app.http.post(w.sandbox.url("/admin/people/dexcom-001/revoke")).send().await.unwrap();
     assert!(r.status().is_success());
-    // 13:00 UTC is 05:00 in Los Angeles: well clear of Dexcom's maintenance window (auth errors
-    // within 30 minutes of it count as transient).
-    let mut at = tidegate_e2e::test_epoch() + Duration::hours(1);
+    // The next poll is 45–75 minutes on, after 04:45 in Los Angeles: clear of Dexcom's
+    // maintenance window (auth errors within 30 minutes of it count as transient).
+    let mut at = schedule(&w, &id).await.next_run_at;
+    assert!(at >= tidegate_e2e::test_epoch() + Duration::minutes(45));
     let mut gaps = Vec::new();
     for failure in 1..=3 {
         set_time(&w, at);
@@ -212,6 +226,20 @@ async fn a_revoked_grant_is_confirmed_after_four_failures_and_the_patient_is_ask
             .unwrap();
     assert_eq!(kinds, vec![Value::from("reconnect_needed")]);
     assert_eq!(runs(&w, &id).await.last().unwrap().0, "confirmed");
+    // The clinic saw the source connected, then in error (never anything in between).
+    outbox.deliver_due().await.unwrap();
+    let received: Value =
+        w.app.http.get(w.sandbox.url("/admin/clinic/requests")).send().await.unwrap().json().await.unwrap();
+    let states: Vec<String> = received["received"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|r| r["userId"] == ALICE && r["status"] == 200)
+        .map(|r| r["body"][0]["state"].as_str().unwrap().to_owned())
+        .collect();
+    let mut settled = states.clone();
+    settled.dedup();
+    assert_eq!(settled, vec!["connected", "error"], "{states:?}");
     // Paused: nothing more is claimed.
     set_time(&w, at + Duration::days(1));
     assert_eq!(pass(&worker).await, 0);
@@ -346,4 +374,72 @@ async fn concurrent_polls_of_one_source_refresh_its_token_once() {
     assert_eq!(u8::from(ra.unwrap().refreshed) + u8::from(rb.unwrap().refreshed), 2, "both used fresh tokens");
     let s = w.app.store.get_provider_session(&id).await.unwrap().unwrap();
     assert!(s.access_expires_at.unwrap() > tidegate_e2e::test_epoch());
+}
+
+#[tokio::test]
+async fn a_budget_below_demand_stretches_intervals_evenly_and_is_never_exceeded() {
+    const SOURCES: usize = 40;
+    const BUDGET: u64 = 100;
+    let w = tidegate_e2e::spawn_world_with(
+        sandbox::SandboxConfig {
+            dexcom_people: SOURCES,
+            carelink_people: 0,
+            dexcom_budget_per_hour: Some(BUDGET),
+            history_days: 0,
+            ..Default::default()
+        },
+        &[("TIDEGATE_PARTNERS__DEXCOM__SCHEDULE__CALLS_PER_HOUR", "100"), ("TIDEGATE_POLL__LOOK_BACK_MINUTES", "60")],
+    )
+    .await;
+    let start = tidegate_e2e::test_epoch();
+    set_time(&w, start);
+    for i in 0..SOURCES {
+        let user = format!("{:010x}", 0x20_0000_0000_u64 + i as u64);
+        assert_eq!(connect_dexcom(&w, &user, &format!("dexcom-{:03}", i + 1)).await.status(), StatusCode::OK);
+    }
+    let worker = w.app.poll_worker();
+    let mut at = start;
+    let end = start + Duration::hours(8);
+    while at < end {
+        at += Duration::minutes(1);
+        set_time(&w, at);
+        worker.upkeep().await;
+        pass(&worker).await;
+    }
+    let budget: Value =
+        w.app.http.get(w.sandbox.url("/admin/dexcom/budget")).send().await.unwrap().json().await.unwrap();
+    let calls: i64 = sqlx::query_scalar("SELECT COALESCE(sum(calls), 0)::bigint FROM poll_runs")
+        .fetch_one(w.app.store.pool())
+        .await
+        .unwrap();
+    let refused = budget["refused"].as_u64().unwrap();
+    assert!(calls > 400, "{calls} calls");
+    assert!((refused as f64) < calls as f64 * 0.01, "{refused} of {calls} calls answered 429");
+    // Never more reserved than the hour allows.
+    let peak: i64 = sqlx::query_scalar("SELECT COALESCE(max(calls), 0) FROM partner_budget")
+        .fetch_one(w.app.store.pool())
+        .await
+        .unwrap();
+    assert!(peak <= BUDGET as i64, "{peak}");
+    let stretch = worker.stretch_factor("dexcom");
+    assert!(stretch > 1.2, "the population exceeds the budget: stretch {stretch}");
+    // Evenly: after the first hours, every source is polled about as often as every other.
+    let counts: Vec<i64> = sqlx::query_scalar(
+        "SELECT count(*) FROM poll_runs WHERE started_at >= $1 AND outcome = 'success' GROUP BY data_source_id",
+    )
+    .bind(start + Duration::hours(3))
+    .fetch_all(w.app.store.pool())
+    .await
+    .unwrap();
+    assert_eq!(counts.len(), SOURCES, "every source kept being polled");
+    let (lo, hi) = (counts.iter().min().unwrap(), counts.iter().max().unwrap());
+    assert!(hi - lo <= 2, "uneven: {lo}..{hi}");
+    let kinds: Vec<String> =
+        sqlx::query_scalar("SELECT DISTINCT next_kind FROM poll_runs WHERE started_at >= $1 AND outcome = 'success'")
+            .bind(start + Duration::hours(3))
+            .fetch_all(w.app.store.pool())
+            .await
+            .unwrap();
+    assert!(kinds.iter().all(|k| k == "stretched" || k == "blackout" || k == "budget"), "{kinds:?}");
+    invariants_hold(&w).await;
 }

@@ -313,3 +313,146 @@ async fn three_worker_processes_share_a_simulated_day() {
     let v = store::lifecycle::check_invariants(&w.app.store).await.unwrap();
     assert!(v.is_empty(), "{v:?}");
 }
+
+async fn wait_for<F, Fut>(what: &str, within: StdDuration, mut check: F)
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = bool>,
+{
+    let deadline = Instant::now() + within;
+    while !check().await {
+        assert!(Instant::now() < deadline, "timed out waiting for {what}");
+        tokio::time::sleep(StdDuration::from_millis(20)).await;
+    }
+}
+
+async fn scalar(w: &World, sql: &str) -> i64 {
+    sqlx::query_scalar(sqlx::AssertSqlSafe(sql.to_owned())).fetch_one(w.app.store.pool()).await.unwrap()
+}
+
+fn refreshes(w: &World) -> u64 {
+    w.sandbox.sim.dexcom_auth.iter().map(|(_, a)| a.refresh_count()).sum()
+}
+
+async fn expire_access_tokens(w: &World) {
+    sqlx::query("UPDATE provider_sessions SET access_expires_at = $1")
+        .bind(tidegate_e2e::test_epoch() - Duration::hours(1))
+        .execute(w.app.store.pool())
+        .await
+        .unwrap();
+}
+
+fn small_world_config(people: usize) -> sandbox::SandboxConfig {
+    sandbox::SandboxConfig { dexcom_people: people, carelink_people: 0, history_days: 1, ..Default::default() }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_worker_killed_mid_poll_loses_nothing() {
+    const SOURCES: usize = 12;
+    let start = tidegate_e2e::test_epoch();
+    let w = tidegate_e2e::spawn_world_with(small_world_config(SOURCES), &[]).await;
+    w.sandbox.sim.clock.set(start);
+    let ids = seed(&w, SOURCES, start).await;
+    // Every poll refreshes first (rotating the refresh token), then each partner answer takes
+    // 1.5 s: the kill lands after the rotated tokens were committed, in the middle of the data calls.
+    expire_access_tokens(&w).await;
+    w.sandbox.sim.clock.set(start + Duration::minutes(2));
+    w.sandbox.sim.faults.set_global(sandbox::faults::Faults { latency_ms: 1_500, ..Default::default() });
+    let lease = [("TIDEGATE_WORKER__LEASE_SECS", "60")];
+    let mut doomed = spawn_worker(&w, "doomed", &lease);
+    wait_for("the claims", StdDuration::from_secs(20), || async {
+        scalar(&w, "SELECT count(*) FROM poll_schedule WHERE lease_owner IS NOT NULL").await == SOURCES as i64
+    })
+    .await;
+    let refreshed_before_kill = {
+        let deadline = Instant::now() + StdDuration::from_secs(10);
+        while refreshes(&w) < SOURCES as u64 && Instant::now() < deadline {
+            tokio::time::sleep(StdDuration::from_millis(20)).await;
+        }
+        tokio::time::sleep(StdDuration::from_millis(700)).await;
+        refreshes(&w)
+    };
+    assert_eq!(refreshed_before_kill, SOURCES as u64, "every poll refreshed before the kill");
+    let _ = doomed.child.kill();
+    let _ = doomed.child.wait();
+    assert_eq!(scalar(&w, "SELECT count(*) FROM poll_runs").await, 0, "killed mid-poll: nothing finished");
+    assert_eq!(scalar(&w, "SELECT count(*) FROM datums").await, 0, "nothing written half-way");
+    // The leases are still held by the dead process; after they expire another worker polls
+    // every source — with the rotated refresh tokens it finds stored (the next refresh proves
+    // they were not lost: reusing an old one would revoke the grant).
+    w.sandbox.sim.faults.clear();
+    let mut heir = spawn_worker(&w, "heir", &lease);
+    tokio::time::sleep(StdDuration::from_millis(500)).await;
+    assert_eq!(scalar(&w, "SELECT count(*) FROM poll_runs").await, 0, "not before the leases expire");
+    expire_access_tokens(&w).await;
+    let after = start + Duration::minutes(2) + Duration::seconds(61);
+    w.sandbox.sim.clock.set(after);
+    settle(&w, after, StdDuration::from_secs(60)).await;
+    assert!(heir.terminate(StdDuration::from_secs(30)), "{}", heir.log());
+    let outcomes: Vec<String> =
+        sqlx::query_scalar("SELECT outcome FROM poll_runs").fetch_all(w.app.store.pool()).await.unwrap();
+    assert_eq!(outcomes.len(), SOURCES, "each source polled once after the lease expired: {outcomes:?}");
+    assert!(outcomes.iter().all(|o| o == "success"), "{outcomes:?}\n{}", heir.log());
+    assert_eq!(refreshes(&w), 2 * SOURCES as u64);
+    // Nothing stored twice: every datum id once, and each source's datums what the partner has.
+    assert_eq!(
+        scalar(&w, "SELECT count(*) FROM datums").await,
+        scalar(&w, "SELECT count(DISTINCT (user_id, id)) FROM datums").await
+    );
+    for id in &ids {
+        let state = w.app.store.get_data_source(id).await.unwrap().unwrap().state;
+        assert_eq!(state, model::DataSourceState::Connected);
+    }
+    let v = store::lifecycle::check_invariants(&w.app.store).await.unwrap();
+    assert!(v.is_empty(), "{v:?}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn two_worker_processes_racing_to_refresh_one_token_send_one_refresh() {
+    let start = tidegate_e2e::test_epoch();
+    let w = tidegate_e2e::spawn_world_with(small_world_config(1), &[]).await;
+    w.sandbox.sim.clock.set(start);
+    let ids = seed(&w, 1, start).await;
+    expire_access_tokens(&w).await;
+    w.sandbox.sim.clock.set(start + Duration::minutes(2));
+    // The refresh (and every call) takes 3 s: long enough for the first worker's lease to
+    // expire under it and a second worker to claim the source and need a refresh too.
+    w.sandbox.sim.faults.set_global(sandbox::faults::Faults { latency_ms: 3_000, ..Default::default() });
+    let lease = [("TIDEGATE_WORKER__LEASE_SECS", "30")];
+    // The first worker is busy with its one poll (no free slot), so it cannot renew the lease.
+    let mut first = spawn_worker(&w, "race-a", &[lease[0], ("TIDEGATE_WORKER__MAX_IN_FLIGHT", "1")]);
+    wait_for("the first claim", StdDuration::from_secs(20), || async {
+        scalar(&w, "SELECT count(*) FROM poll_schedule WHERE lease_owner IS NOT NULL").await == 1
+    })
+    .await;
+    let first_owner: uuid::Uuid =
+        sqlx::query_scalar("SELECT lease_owner FROM poll_schedule").fetch_one(w.app.store.pool()).await.unwrap();
+    let mut second = spawn_worker(&w, "race-b", &lease);
+    // The lease expires while the first refresh is in flight: the second worker claims it.
+    w.sandbox.sim.clock.set(start + Duration::minutes(2) + Duration::seconds(90));
+    wait_for("the second claim", StdDuration::from_secs(20), || async {
+        let owner: Option<uuid::Uuid> =
+            sqlx::query_scalar("SELECT lease_owner FROM poll_schedule").fetch_one(w.app.store.pool()).await.unwrap();
+        owner.is_some_and(|o| o != first_owner)
+    })
+    .await;
+    wait_for("both polls to end", StdDuration::from_secs(60), || async {
+        scalar(&w, "SELECT count(*) FROM poll_runs").await >= 2
+    })
+    .await;
+    assert!(first.terminate(StdDuration::from_secs(30)), "{}", first.log());
+    assert!(second.terminate(StdDuration::from_secs(30)), "{}", second.log());
+    assert_eq!(refreshes(&w), 1, "exactly one refresh reached the partner");
+    let mut outcomes: Vec<String> =
+        sqlx::query_scalar("SELECT outcome FROM poll_runs").fetch_all(w.app.store.pool()).await.unwrap();
+    outcomes.sort();
+    assert_eq!(
+        outcomes,
+        vec!["lease_lost", "success"],
+        "the lease's new owner wrote; the old one's results were discarded"
+    );
+    let s = w.app.store.get_provider_session(&ids[0]).await.unwrap().unwrap();
+    assert!(s.access_expires_at.unwrap() > start + Duration::minutes(2));
+    let v = store::lifecycle::check_invariants(&w.app.store).await.unwrap();
+    assert!(v.is_empty(), "{v:?}");
+}

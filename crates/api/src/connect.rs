@@ -390,6 +390,27 @@ fn exchange_failed(partner: &Partner, e: &PartnerError) -> Response {
     )
 }
 
+/// Take one call from the partner's shared hourly budget (when it has one) for the identity
+/// request. A database problem does not block the person: the call is made.
+async fn spend_budget(state: &AppState, partner: &Partner) -> bool {
+    let Some(cap) = partner.settings.schedule.calls_per_hour else { return true };
+    if partner.driver != Driver::Dexcom {
+        return true;
+    }
+    let window = store::partner_budget::window_of(state.clock.now());
+    let cap = i64::try_from(cap).unwrap_or(i64::MAX);
+    match state.store.pool().acquire().await {
+        Ok(mut conn) => match store::partner_budget::reserve(&mut conn, partner.name.as_str(), window, 1, cap).await {
+            Ok(granted) => granted == 1,
+            Err(e) => {
+                tracing::warn!(error = %e, "reserving a partner call failed; calling anyway");
+                true
+            }
+        },
+        Err(_) => true,
+    }
+}
+
 /// After the exchange: find the partner account, then store (or ask the care partner to choose).
 async fn finish_with_identity(
     state: &AppState,
@@ -398,6 +419,17 @@ async fn finish_with_identity(
     a: Authorization,
     tokens: TokenSet,
 ) -> Response {
+    if !spend_budget(state, partner).await {
+        return problem(
+            StatusCode::SERVICE_UNAVAILABLE,
+            &format!("{} is busy", partner.display_name()),
+            &format!(
+                "{} allows us only so many requests an hour, and this hour's are used up.",
+                partner.display_name()
+            ),
+            "Nothing was changed. Try again in a few minutes with the same link.",
+        );
+    }
     let account_id = match partner.driver {
         Driver::Dexcom => match partners::dexcom::account_id(
             &partner.http,

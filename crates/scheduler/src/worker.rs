@@ -121,6 +121,9 @@ struct Inner {
     breaker: Breaker,
     figures: Mutex<Figures>,
     rng: Mutex<StdRng>,
+    /// Sources being polled by this process: a re-claim of one (its lease ran out while the
+    /// poll was still going) only renews the lease, it never starts a second poll.
+    in_flight: Mutex<std::collections::HashSet<DataSourceId>>,
     owner: Uuid,
 }
 
@@ -174,6 +177,7 @@ impl PollWorker {
                     Some(seed) => StdRng::seed_from_u64(seed),
                     None => StdRng::from_os_rng(),
                 }),
+                in_flight: Mutex::new(std::collections::HashSet::new()),
                 owner: Uuid::new_v4(),
             }),
         })
@@ -258,8 +262,22 @@ impl PollWorker {
                 break;
             }
             for (claimed, reserved) in self.claim(provider, free).await? {
+                let fresh =
+                    inner.in_flight.lock().unwrap_or_else(|e| e.into_inner()).insert(claimed.data_source_id.clone());
+                if !fresh {
+                    if let Some(r) = reserved
+                        && let Ok(mut conn) = inner.store.pool().acquire().await
+                    {
+                        let _ = partner_budget::refund(&mut conn, provider, r.window, r.calls).await;
+                    }
+                    continue;
+                }
                 let worker = self.clone();
-                polls.spawn(async move { worker.poll_one(claimed, reserved).await });
+                polls.spawn(async move {
+                    let id = claimed.data_source_id.clone();
+                    worker.poll_one(claimed, reserved).await;
+                    worker.inner.in_flight.lock().unwrap_or_else(|e| e.into_inner()).remove(&id);
+                });
                 started += 1;
             }
         }
@@ -323,6 +341,11 @@ impl PollWorker {
     fn with_rng<T>(&self, f: impl FnOnce(&mut StdRng) -> T) -> T {
         let mut rng = self.inner.rng.lock().unwrap_or_else(|e| e.into_inner());
         f(&mut rng)
+    }
+
+    /// The current interval stretch of a partner (1 when its budget suffices).
+    pub fn stretch_factor(&self, provider: &str) -> f64 {
+        self.stretch(provider)
     }
 
     fn stretch(&self, provider: &str) -> f64 {
