@@ -6,6 +6,7 @@ mod config;
 mod connect;
 mod data;
 mod data_sources;
+mod demo;
 mod health;
 mod metrics;
 mod openapi;

@@ -17,7 +17,7 @@ use store::lifecycle::Connection;
 use tidegate_e2e::{World, config_dir};
 
 /// The `tidegate` binary next to this test (built by `cargo test --workspace`).
-fn tidegate_bin() -> PathBuf {
+pub fn tidegate_bin() -> PathBuf {
     let exe = std::env::current_exe().expect("test binary path");
     let dir = exe.parent().and_then(|d| d.parent()).expect("target dir");
     let bin = dir.join(format!("tidegate{}", std::env::consts::EXE_SUFFIX));

@@ -489,7 +489,10 @@ async fn store_connection(
     account_id: String,
 ) -> Response {
     let now = state.clock.now();
-    let jitter = Duration::seconds(rand::rng().random_range(5..60));
+    // First poll within the partner's `first_poll_within_secs` (a minute by default), jittered so
+    // a wave of connections does not poll in step.
+    let within_ms = i64::try_from(partner.settings.schedule.first_poll_within_secs.max(1) * 1000).unwrap_or(60_000);
+    let jitter = Duration::milliseconds(rand::rng().random_range(0..within_ms));
     let c = Connection {
         user: a.user_id.clone(),
         provider: a.provider.clone(),

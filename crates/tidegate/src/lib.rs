@@ -2,6 +2,7 @@
 
 pub mod clock;
 pub mod configuration;
+pub mod demo;
 pub mod keys;
 pub mod map;
 pub mod startup;

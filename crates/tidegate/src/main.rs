@@ -82,6 +82,18 @@ enum Command {
         /// The saved response; `-` reads stdin.
         file: PathBuf,
     },
+    /// Everything in one process for a first look: creates the database if missing, migrates,
+    /// starts the partner simulator and clinic stand-in (on --sandbox-listen, where
+    /// config/dev.toml expects them), the API and the worker, creates a demo patient and
+    /// clinician, and prints what to open and what to click, with ready-made tokens. Ctrl-C
+    /// stops it. Uses the dev configuration.
+    Demo {
+        /// Demo only: poll every 45–75 seconds (not minutes) so polls can be watched.
+        #[arg(long)]
+        fast: bool,
+        #[arg(long, default_value = "127.0.0.1:8090")]
+        sandbox_listen: std::net::SocketAddr,
+    },
     /// Token-encryption key operations.
     Keys {
         #[command(subcommand)]
@@ -281,6 +293,14 @@ async fn run(command: Command, settings: Settings) -> anyhow::Result<()> {
             app.run_until(startup::shutdown_signal()).await
         }
         Command::Worker => startup::run_worker(settings, startup::shutdown_signal()).await,
+        Command::Demo { fast, sandbox_listen } => {
+            tidegate::demo::run(
+                settings,
+                tidegate::demo::DemoOptions { fast, sandbox_listen },
+                startup::shutdown_signal(),
+            )
+            .await
+        }
         Command::Doctor => {
             let store = startup::store(&settings)?;
             let broken = store::lifecycle::check_invariants(&store).await?;
