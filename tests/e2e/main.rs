@@ -4,6 +4,7 @@ mod auth;
 mod compose;
 mod config;
 mod connect;
+mod dashboard;
 mod data;
 mod data_sources;
 mod demo;

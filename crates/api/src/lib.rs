@@ -3,6 +3,7 @@
 mod access;
 pub mod auth;
 mod connect;
+pub mod dashboard;
 pub mod error;
 mod extract;
 mod middleware;

@@ -70,3 +70,41 @@ impl Store {
         Ok(rows.into_iter().map(|r| (r.provider, r.outcome, r.n)).collect())
     }
 }
+
+/// A finished poll that went wrong, for the operator dashboard.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Failure {
+    pub data_source_id: String,
+    pub provider: String,
+    pub started_at: DateTime<Utc>,
+    pub outcome: String,
+    pub error: Option<String>,
+}
+
+/// The latest `limit` polls that did not succeed.
+pub async fn recent_failures(conn: &mut PgConnection, limit: i64) -> Result<Vec<Failure>> {
+    let rows = sqlx::query_as!(
+        Failure,
+        r#"SELECT data_source_id, provider, started_at, outcome, error FROM poll_runs
+           WHERE outcome <> 'success' ORDER BY started_at DESC, id DESC LIMIT $1"#,
+        limit
+    )
+    .fetch_all(conn)
+    .await?;
+    Ok(rows)
+}
+
+/// Lag (start − due) percentiles in seconds of the polls started since `since`, per provider:
+/// (provider, polls, p50, p99).
+pub async fn lag_since(conn: &mut PgConnection, since: DateTime<Utc>) -> Result<Vec<(String, i64, f64, f64)>> {
+    let rows = sqlx::query!(
+        r#"SELECT provider, count(*) AS "n!",
+                  percentile_cont(0.5) WITHIN GROUP (ORDER BY extract(epoch FROM started_at - due_at)) AS "p50!",
+                  percentile_cont(0.99) WITHIN GROUP (ORDER BY extract(epoch FROM started_at - due_at)) AS "p99!"
+           FROM poll_runs WHERE started_at >= $1 GROUP BY provider ORDER BY provider"#,
+        since
+    )
+    .fetch_all(conn)
+    .await?;
+    Ok(rows.into_iter().map(|r| (r.provider, r.n, r.p50, r.p99)).collect())
+}

@@ -313,3 +313,30 @@ pub async fn backlog(
     .await?;
     Ok(rows.into_iter().map(|r| (r.provider, r.n, r.oldest)).collect())
 }
+
+/// A scheduled poll, for the operator dashboard.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Upcoming {
+    pub data_source_id: String,
+    pub user_id: String,
+    pub provider: String,
+    pub next_run_at: chrono::DateTime<chrono::Utc>,
+    pub next_kind: String,
+    pub leased: bool,
+    pub attempts: i32,
+    pub last_error: Option<String>,
+}
+
+/// The next `limit` polls due (not paused), soonest first.
+pub async fn upcoming(conn: &mut PgConnection, limit: i64) -> Result<Vec<Upcoming>> {
+    let rows = sqlx::query_as!(
+        Upcoming,
+        r#"SELECT data_source_id, user_id, provider, next_run_at, next_kind, lease_owner IS NOT NULL AS "leased!",
+                  attempts, last_error
+           FROM poll_schedule WHERE NOT paused ORDER BY next_run_at LIMIT $1"#,
+        limit
+    )
+    .fetch_all(conn)
+    .await?;
+    Ok(rows)
+}

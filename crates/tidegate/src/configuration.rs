@@ -57,6 +57,9 @@ pub struct Settings {
     /// `kid:base64(32 bytes)[,…]`: the first key encrypts, all decrypt.
     #[serde(default)]
     pub token_keys: Option<SecretString>,
+    /// When set, the operator dashboard (`/admin` on the ops listener) requires this bearer token.
+    #[serde(default)]
+    pub dashboard_token: Option<SecretString>,
     pub auth: AuthConfig,
     pub http: HttpConfig,
     pub clock: ClockConfig,

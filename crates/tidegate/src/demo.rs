@@ -219,6 +219,7 @@ tidegate demo is running.  {pace}
 
   API          {api}   (OpenAPI: {api}/openapi.yaml)
   metrics      {ops}/metrics
+  dashboard    {ops}/admin   (the demo patient's glucose chart: {ops}/admin/users/{PATIENT})
   simulator    {sim}   (Dexcom, CareLink and the clinic service; admin at {sim}/admin/people)
 
 1. Connect the demo patient's Dexcom account. Open in a browser:

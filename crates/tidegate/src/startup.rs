@@ -165,7 +165,20 @@ impl Application {
     /// Serve until `shutdown` resolves, then drain in-flight requests.
     pub async fn run_until(self, shutdown: impl Future<Output = ()> + Send + 'static) -> anyhow::Result<()> {
         let handle = telemetry::metrics_handle();
-        let ops_app = api::ops_router(Arc::new(move || handle.render()));
+        let dashboard = api::dashboard::Dashboard {
+            store: self.state.store.clone(),
+            clock: self.state.clock.clone(),
+            token: self.settings.dashboard_token.clone(),
+            budgets: self
+                .settings
+                .partners
+                .iter()
+                .map(|(name, p)| {
+                    (name.clone(), p.schedule.calls_per_hour.map(|c| i64::try_from(c).unwrap_or(i64::MAX)))
+                })
+                .collect(),
+        };
+        let ops_app = api::ops_router(Arc::new(move || handle.render()), Some(dashboard));
         let public_app = api::public_router(self.state.clone(), &self.settings.http_settings());
         tracing::info!(public = %self.public_addr(), ops = %self.ops_addr(), env = %self.settings.env, "tidegate serving");
 

@@ -80,15 +80,19 @@ pub fn public_router(state: AppState, http: &HttpSettings) -> Router {
 /// Renders the Prometheus text exposition.
 pub type MetricsRenderer = Arc<dyn Fn() -> String + Send + Sync>;
 
-/// The ops listener (loopback by default): `/metrics`.
-pub fn ops_router(render: MetricsRenderer) -> Router {
-    Router::new()
-        .route(
-            "/metrics",
-            get(move || {
-                let render = render.clone();
-                async move { ([(header::CONTENT_TYPE, "text/plain; version=0.0.4; charset=utf-8")], render()) }
-            }),
-        )
-        .fallback(|| async { ApiError::NotFound })
+/// The ops listener (loopback by default): `/metrics`, and the operator dashboard (`/admin`)
+/// when one is given.
+pub fn ops_router(render: MetricsRenderer, dashboard: Option<crate::dashboard::Dashboard>) -> Router {
+    let base = match dashboard {
+        Some(d) => crate::dashboard::router(d),
+        None => Router::new(),
+    };
+    base.route(
+        "/metrics",
+        get(move || {
+            let render = render.clone();
+            async move { ([(header::CONTENT_TYPE, "text/plain; version=0.0.4; charset=utf-8")], render()) }
+        }),
+    )
+    .fallback(|| async { ApiError::NotFound })
 }
