@@ -6,6 +6,18 @@ use std::collections::BTreeMap;
 use chrono::Duration;
 use model::DatumId;
 use model::datum::Datum;
+use serde_json::Value;
+
+/// A number that may arrive as a JSON number or inside a string (Dexcom v3 event values,
+/// CareLink marker values); never NaN or infinite.
+pub(crate) fn json_number(v: &Value) -> Option<f64> {
+    match v {
+        Value::Number(n) => n.as_f64(),
+        Value::String(s) => s.trim().parse::<f64>().ok(),
+        _ => None,
+    }
+    .filter(|x| x.is_finite())
+}
 
 /// How far back and how often a driver reads.
 #[derive(Debug, Clone)]

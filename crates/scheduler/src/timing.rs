@@ -69,7 +69,7 @@ impl Blackout {
             .find(|(s, e)| *s <= t && t < *e)
     }
 
-    /// The end of the latest window that ended at or before `t` and after `t - within`.
+    /// Did a window end within `within` before `t` (at or before `t`)?
     pub fn ended_within(&self, t: DateTime<Utc>, within: Duration) -> bool {
         let local_date = t.with_timezone(&self.tz).date_naive();
         [local_date.pred_opt(), Some(local_date)]

@@ -49,6 +49,38 @@ pub async fn ensure_database(settings: &Settings) -> anyhow::Result<()> {
     Ok(())
 }
 
+/// A simulator configuration that knows this configuration's partner clients (the Dexcom
+/// client with `dexcom_redirect` as its one redirect URI, the CareLink client id) and clinic
+/// server token; everything else is the simulator's default.
+pub fn simulator_config(settings: &Settings, dexcom_redirect: &str) -> sandbox::SandboxConfig {
+    let dexcom = settings
+        .partners
+        .get("dexcom")
+        .and_then(|p| Some((p.client_id.clone()?, p.client_secret.as_ref()?.expose_secret().to_owned())));
+    sandbox::SandboxConfig {
+        dexcom_clients: dexcom
+            .map(|(client_id, secret)| sandbox::OAuthClient {
+                client_id,
+                client_secret: Some(secret),
+                redirect_uris: vec![dexcom_redirect.to_owned()],
+            })
+            .into_iter()
+            .collect(),
+        carelink_client_id: settings
+            .partners
+            .get("carelink")
+            .and_then(|p| p.client_id.clone())
+            .unwrap_or_else(|| "carelink-sim-app".into()),
+        clinic_server_token: settings
+            .clinic
+            .server_token
+            .as_ref()
+            .map(|t| t.expose_secret().to_owned())
+            .unwrap_or_default(),
+        ..Default::default()
+    }
+}
+
 /// Point every partner and the clinic service at the demo's own simulator (wherever it listens).
 pub fn wire_to_simulator(settings: &mut Settings, base: &str) {
     let base = base.trim_end_matches('/');
@@ -102,32 +134,11 @@ pub async fn run(
     }
 
     // The simulator, wired to this configuration's OAuth clients and clinic token.
-    let dexcom = settings.partners.get("dexcom");
     let redirect = format!("{}/v1/oauth/dexcom/redirect", settings.public_url.trim_end_matches('/'));
     let sb = sandbox::Sandbox::start(sandbox::SandboxConfig {
         listen: opts.sandbox_listen,
         admin: true,
-        dexcom_clients: dexcom
-            .and_then(|p| Some((p.client_id.clone()?, p.client_secret.as_ref()?.expose_secret().to_owned())))
-            .map(|(client_id, secret)| sandbox::OAuthClient {
-                client_id,
-                client_secret: Some(secret),
-                redirect_uris: vec![redirect.clone()],
-            })
-            .into_iter()
-            .collect(),
-        carelink_client_id: settings
-            .partners
-            .get("carelink")
-            .and_then(|p| p.client_id.clone())
-            .unwrap_or_else(|| "carelink-sim-app".into()),
-        clinic_server_token: settings
-            .clinic
-            .server_token
-            .as_ref()
-            .map(|t| t.expose_secret().to_owned())
-            .unwrap_or_default(),
-        ..Default::default()
+        ..simulator_config(&settings, &redirect)
     })
     .await
     .with_context(|| format!("starting the simulator on {}", opts.sandbox_listen))?;

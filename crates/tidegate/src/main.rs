@@ -351,10 +351,6 @@ async fn run(command: Command, settings: Settings) -> anyhow::Result<()> {
 }
 
 async fn run_sandbox(args: SandboxArgs, settings: &Settings) -> anyhow::Result<()> {
-    use secrecy::ExposeSecret;
-    let partner = |name: &str| settings.partners.get(name);
-    let dexcom = partner("dexcom")
-        .and_then(|p| Some((p.client_id.clone()?, p.client_secret.as_ref()?.expose_secret().to_owned())));
     let cfg = sandbox::SandboxConfig {
         listen: args.listen,
         public_base_url: args.base_url,
@@ -362,27 +358,10 @@ async fn run_sandbox(args: SandboxArgs, settings: &Settings) -> anyhow::Result<(
         dexcom_people: args.dexcom_people,
         carelink_people: args.carelink_people,
         admin: args.admin,
-        dexcom_clients: dexcom
-            .map(|(client_id, secret)| sandbox::OAuthClient {
-                client_id,
-                client_secret: Some(secret),
-                redirect_uris: vec![args.dexcom_redirect_uri.clone()],
-            })
-            .into_iter()
-            .collect(),
-        carelink_client_id: partner("carelink")
-            .and_then(|p| p.client_id.clone())
-            .unwrap_or_else(|| "carelink-sim-app".into()),
         dexcom_budget_per_hour: (args.dexcom_budget_per_hour > 0).then_some(args.dexcom_budget_per_hour),
-        clinic_server_token: settings
-            .clinic
-            .server_token
-            .as_ref()
-            .map(|t| t.expose_secret().to_owned())
-            .unwrap_or_default(),
-        introspection: None,
         start_time: args.start_time,
         history_days: args.history_days,
+        ..tidegate::demo::simulator_config(settings, &args.dexcom_redirect_uri)
     };
     let sb = sandbox::Sandbox::start(cfg).await?;
     tracing::info!(listen = %sb.addr, base_url = %sb.base_url, admin = args.admin, "sandbox serving");

@@ -149,8 +149,10 @@ async fn read(
             q.iter().filter(|(k, _)| k.as_str() != "cursor").map(|(k, v)| (k.clone(), v.clone())).collect();
         next.sort();
         next.push(("cursor".into(), encode_cursor(&last.time, &last.id)));
-        let query = serde_urlencoded_pairs(&next);
-        let link = format!("</v1/users/{user}/data?{query}>; rel=\"next\"");
+        let mut url = reqwest::Url::parse("http://link.invalid/").expect("static URL");
+        url.set_path(&format!("/v1/users/{user}/data"));
+        url.query_pairs_mut().extend_pairs(&next);
+        let link = format!("<{}?{}>; rel=\"next\"", url.path(), url.query().unwrap_or_default());
         if let Ok(v) = HeaderValue::from_str(&link) {
             headers.insert(header::LINK, v);
         }
@@ -168,19 +170,6 @@ async fn read(
         .await?;
     let body: Vec<&Value> = rows.iter().map(|r| &r.body).collect();
     Ok((headers, Json(body)).into_response())
-}
-
-/// `k=v&…` with each part percent-encoded.
-fn serde_urlencoded_pairs(pairs: &[(String, String)]) -> String {
-    fn enc(s: &str) -> String {
-        s.bytes()
-            .map(|b| match b {
-                b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'-' | b'_' | b'.' | b'~' => (b as char).to_string(),
-                _ => format!("%{b:02X}"),
-            })
-            .collect()
-    }
-    pairs.iter().map(|(k, v)| format!("{}={}", enc(k), enc(v))).collect::<Vec<_>>().join("&")
 }
 
 /// Erase a user's imported data (`scope=imported`, the default) or everything of theirs

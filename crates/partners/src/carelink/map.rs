@@ -5,6 +5,7 @@
 //! `TIME_CHANGE` marker in the payload gives records before it the old offset. `deviceTime` is the
 //! wall clock normalised; the raw string goes into `payload`.
 
+use crate::fetch::json_number as number;
 use chrono::{DateTime, Duration, NaiveDateTime, Utc};
 use model::datum::{
     Basal, BasalDelivery, BasalDeliveryState, Base, Battery, Bolus, BolusKind, Cbg, Datum, DeviceEvent,
@@ -96,16 +97,6 @@ pub fn payload_offset(data: &Value) -> Result<i64, PayloadError> {
         (Some(p), Some(s)) => Ok(round((p.and_utc() - s).num_seconds())),
         _ => Err(PayloadError::NoClock),
     }
-}
-
-/// A number that may be a JSON number or a numeric string.
-fn number(v: &Value) -> Option<f64> {
-    match v {
-        Value::Number(n) => n.as_f64(),
-        Value::String(s) => s.trim().parse::<f64>().ok(),
-        _ => None,
-    }
-    .filter(|x| x.is_finite())
 }
 
 /// Insulin amounts are float32 artefacts (`2.424999952316284`): round to the pump's resolution

@@ -1,6 +1,7 @@
 //! Mapping Dexcom v3 records to Tidepool datums (pure functions; one bad record is skipped and
 //! counted, never fails its batch).
 
+use crate::fetch::json_number as number;
 use chrono::{DateTime, Utc};
 use model::datum::{
     Alert, Amount, Base, Cbg, CgmSettings, Datum, DeviceEvent, DeviceEventKind, Dose, Food, Insulin, LevelAlert, MG_DL,
@@ -169,16 +170,6 @@ fn base(user: &UserId, kind: &'static str, record: &Value, extra_payload: &[&str
 fn validated(d: Datum) -> Result<Datum, Skip> {
     d.validate().map_err(|e| Skip::Invalid(e.to_string()))?;
     Ok(d)
-}
-
-/// A number that may arrive as a JSON number or inside a string (v3 event values).
-fn number(v: &Value) -> Option<f64> {
-    match v {
-        Value::Number(n) => n.as_f64(),
-        Value::String(s) => s.trim().parse::<f64>().ok(),
-        _ => None,
-    }
-    .filter(|x| x.is_finite())
 }
 
 /// Glucose units as Tidepool spells them (Dexcom: `mg/dL`, `mmol/L`; absent means mg/dL).
