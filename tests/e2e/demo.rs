@@ -1,19 +1,21 @@
 //! `tidegate demo` as a newcomer meets it: the real binary creates its database, starts
-//! everything, prints its steps — and following them connects a source, data arrives and the
-//! clinic stand-in hears about it.
+//! everything, prints its steps — and following them in a real browser (headless Chromium)
+//! connects a Dexcom account through the simulator's sign-in page, fills the patient's chart on
+//! the operator dashboard and tells the clinic stand-in. Screenshots of each step are kept.
 
 use std::io::{BufRead, BufReader};
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
-use reqwest::StatusCode;
 use serde_json::Value;
+use tidegate_e2e::browser::{Chrome, DESKTOP, PHONE};
 
-use crate::connect::{Browser, at_dexcom, location};
 use crate::workers::tidegate_bin;
 
+const WAIT: Duration = Duration::from_secs(15);
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn the_demo_comes_up_and_its_printed_steps_work() {
+async fn the_demos_printed_steps_work_in_a_browser() {
     let db = format!("tidegate_demo_{}", uuid::Uuid::new_v4().simple());
     let server = testkit::db::server_url();
     let mut child = Command::new(tidegate_bin())
@@ -60,36 +62,67 @@ async fn the_demo_comes_up_and_its_printed_steps_work() {
     let authorize = find("restricted_token=");
     let patient = find("export PATIENT=").trim_start_matches("export PATIENT=").to_owned();
     let api = authorize.split("/v1/oauth").next().unwrap().to_owned();
-    let sim = find("simulator").split_whitespace().nth(1).unwrap().to_owned();
 
-    // Step 1, as a person would click it.
-    let mut b = Browser::new();
-    let r = b.get(&format!("{authorize}&region=us")).await;
-    assert_eq!(r.status(), StatusCode::SEE_OTHER);
-    let signin = location(&r);
-    let callback = at_dexcom(&mut b, &signin, "dexcom-001", true).await;
-    let done = b.get(&callback).await;
-    assert_eq!(done.status(), StatusCode::OK);
-    assert!(done.text().await.unwrap().to_lowercase().contains("connected"));
-
-    // Step 2: the first poll runs within seconds; data arrives.
-    let http = reqwest::Client::new();
-    let data_url = format!("{api}/v1/users/{}/data?type=cbg&limit=5", tidegate::demo::PATIENT);
-    let deadline = Instant::now() + Duration::from_secs(60);
-    let cbg = loop {
-        let page: Vec<Value> = http.get(&data_url).bearer_auth(&patient).send().await.unwrap().json().await.unwrap();
-        if page.len() == 5 {
-            break page;
-        }
-        assert!(Instant::now() < deadline, "no data within a minute");
-        tokio::time::sleep(Duration::from_millis(250)).await;
+    // A printed address to open: a line of its own.
+    let address = |needle: &str| -> String {
+        printed
+            .iter()
+            .map(|l| l.trim())
+            .find(|l| l.starts_with("http") && !l.contains(' ') && l.contains(needle))
+            .unwrap_or_else(|| panic!("no address with {needle:?} in {printed:#?}"))
+            .to_owned()
     };
-    assert!(cbg.iter().all(|d| d["type"] == "cbg"));
+    let dashboard = address("/admin/users/");
+    let clinic_told = address("/admin/clinic/requests");
 
-    // Step 3: the clinic stand-in was told the source is connected.
+    // Step 1, in a browser on a phone: the printed link, "United States", sign in, Authorize.
+    let chrome = Chrome::start().await;
+    chrome.viewport(PHONE, true).await;
+    chrome.goto(&authorize).await;
+    assert!(chrome.fits_width().await);
+    let us = chrome.find("a.button[href*='region=us']").await;
+    assert_eq!(chrome.text(&us).await, "United States");
+    chrome.click(&us).await;
+    let account = chrome.wait_for("#user option[value='dexcom-001']", WAIT).await;
+    chrome.click(&account).await;
+    chrome.screenshot("partner-dexcom-authorize").await;
+    let authorize_button = chrome.find("#approve").await;
+    assert_eq!(chrome.text(&authorize_button).await, "Authorize");
+    chrome.click(&authorize_button).await;
+    let result = chrome.wait_for("#result", WAIT).await;
+    assert_eq!(chrome.attr(&result, "data-result").await.as_deref(), Some("connected"));
+    assert!(chrome.title().await.contains("Dexcom is connected"));
+    assert!(chrome.fits_width().await);
+    chrome.screenshot("connect-dexcom-self-service").await;
+
+    // Step 2: the patient's chart on the dashboard fills after the first poll (within seconds).
+    chrome.viewport(DESKTOP, false).await;
+    let deadline = Instant::now() + Duration::from_secs(90);
+    let readings = loop {
+        chrome.goto(&dashboard).await;
+        let counts = chrome.find("#chart-counts").await;
+        let n: u64 = chrome.attr(&counts, "data-cbg").await.and_then(|v| v.parse().ok()).unwrap_or(0);
+        if n > 0 {
+            break n;
+        }
+        assert!(Instant::now() < deadline, "no glucose on the chart within 90 s");
+        tokio::time::sleep(Duration::from_secs(1)).await;
+    };
+    assert!(readings >= 200, "a day of 5-minute readings, got {readings}");
+    assert!(chrome.try_find("svg polyline").await.is_some(), "the glucose line is drawn");
+    let state = chrome.find("#sources").await;
+    assert!(chrome.text(&state).await.contains("connected"));
+    chrome.screenshot("dashboard-patient").await;
+    let ops = dashboard.split("/admin/users/").next().unwrap().to_owned();
+    chrome.goto(&format!("{ops}/admin")).await;
+    assert!(chrome.body_text().await.contains("Data sources"));
+    chrome.screenshot("dashboard").await;
+
+    // Step 3: the clinic stand-in's record (JSON, shown by the browser) has the report.
     let deadline = Instant::now() + Duration::from_secs(30);
     loop {
-        let v: Value = http.get(format!("{sim}/admin/clinic/requests")).send().await.unwrap().json().await.unwrap();
+        chrome.goto(&clinic_told).await;
+        let v: Value = serde_json::from_str(&chrome.body_text().await).expect("the stand-in shows JSON");
         let told = v["received"].as_array().unwrap().iter().any(|r| {
             r["userId"] == tidegate::demo::PATIENT && r["status"] == 200 && r["body"][0]["state"] == "connected"
         });
@@ -97,8 +130,16 @@ async fn the_demo_comes_up_and_its_printed_steps_work() {
             break;
         }
         assert!(Instant::now() < deadline, "the clinic never heard: {v}");
-        tokio::time::sleep(Duration::from_millis(250)).await;
+        tokio::time::sleep(Duration::from_millis(500)).await;
     }
+    chrome.quit().await;
+
+    // The API agrees, with the printed patient token.
+    let data_url = format!("{api}/v1/users/{}/data?type=cbg&limit=5", tidegate::demo::PATIENT);
+    let page: Vec<Value> =
+        reqwest::Client::new().get(&data_url).bearer_auth(&patient).send().await.unwrap().json().await.unwrap();
+    assert_eq!(page.len(), 5);
+    assert!(page.iter().all(|d| d["type"] == "cbg"));
 
     // Ctrl-C (SIGINT) stops it cleanly.
     let _ = Command::new("kill").arg("-INT").arg(child.id().to_string()).status();

@@ -1,6 +1,7 @@
 //! End-to-end tests: the real app over real HTTP on a fresh database per test.
 
 mod auth;
+mod browser;
 mod compose;
 mod config;
 mod connect;

@@ -235,33 +235,8 @@ async fn parked_reports_are_resent_on_demand() {
 /// A real SMTP conversation with a real SMTP server (aiosmtpd, installed by .ci/run).
 #[tokio::test]
 async fn a_connection_request_is_mailed_with_a_working_link() {
-    let port = {
-        let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
-        l.local_addr().unwrap().port()
-    };
-    let maildir = std::env::temp_dir().join(format!("tidegate-mail-{}", uuid::Uuid::new_v4().simple()));
-    let mut smtp = std::process::Command::new("python3")
-        .args([
-            "-m",
-            "aiosmtpd",
-            "-n",
-            "-l",
-            &format!("127.0.0.1:{port}"),
-            "-c",
-            "aiosmtpd.handlers.Mailbox",
-            maildir.to_str().unwrap(),
-        ])
-        .spawn()
-        .expect("python3 with aiosmtpd (pip install aiosmtpd==1.4.6; .ci/run installs it)");
-    let listening = (0..100).any(|_| {
-        let up = std::net::TcpStream::connect(("127.0.0.1", port)).is_ok();
-        if !up {
-            std::thread::sleep(std::time::Duration::from_millis(50));
-        }
-        up
-    });
-    assert!(listening, "the aiosmtpd server did not start (pip install aiosmtpd==1.4.6; .ci/run installs it)");
-    let url = format!("smtp://127.0.0.1:{port}");
+    let smtp = tidegate_e2e::mail::SmtpServer::start();
+    let url = smtp.url.clone();
     let w = spawn_world(&[
         ("TIDEGATE_MESSAGES__SMTP_URL", &url),
         ("TIDEGATE_MESSAGES__FROM", "tidegate <no-reply@tidegate.test>"),
@@ -280,22 +255,11 @@ async fn a_connection_request_is_mailed_with_a_working_link() {
     assert_eq!(r.status(), StatusCode::NO_CONTENT);
     drain(&w, &w.app.outbox_worker()).await;
     // Read the message the SMTP server stored.
-    let mut text = String::new();
-    for sub in ["new", "cur"] {
-        if let Ok(entries) = std::fs::read_dir(maildir.join(sub)) {
-            for e in entries {
-                text.push_str(&std::fs::read_to_string(e.unwrap().path()).unwrap());
-            }
-        }
-    }
-    let _ = smtp.kill();
-    let _ = smtp.wait();
-    let text = quoted_printable(&text);
-    std::fs::remove_dir_all(&maildir).ok();
+    let text = smtp.received();
+    let link = smtp.first_link().expect("a link");
+    drop(smtp);
     assert!(text.contains(&format!("To: {ALICE}@patients.test")), "{text}");
-    assert!(text.contains("Subject: Your clinic asks you to connect your dexcom account"), "{text}");
-    let start = text.find("http://").expect("a link");
-    let link: String = text[start..].chars().take_while(|c| !c.is_whitespace()).collect();
+    assert!(text.contains("Subject: Your clinic asks you to connect your Dexcom account"), "{text}");
     assert!(link.contains("restricted_token="), "{link}");
     // The link works: it opens the connect flow (region choice for Dexcom).
     let page = reqwest::get(&link).await.unwrap();
@@ -304,25 +268,4 @@ async fn a_connection_request_is_mailed_with_a_working_link() {
     // And it is valid for 30 days.
     w.app.clock.advance(chrono::Duration::days(29));
     assert_eq!(reqwest::get(&link).await.unwrap().status(), StatusCode::OK);
-}
-
-/// Decode a quoted-printable body (soft line breaks and =XX escapes), as a mail reader does.
-fn quoted_printable(s: &str) -> String {
-    let joined = s.replace("=\r\n", "").replace("=\n", "");
-    let bytes = joined.as_bytes();
-    let mut out = Vec::with_capacity(bytes.len());
-    let mut i = 0;
-    while i < bytes.len() {
-        if bytes[i] == b'='
-            && i + 2 < bytes.len()
-            && let Ok(b) = u8::from_str_radix(&joined[i + 1..i + 3], 16)
-        {
-            out.push(b);
-            i += 3;
-            continue;
-        }
-        out.push(bytes[i]);
-        i += 1;
-    }
-    String::from_utf8_lossy(&out).into_owned()
 }

@@ -371,7 +371,11 @@ async fn concurrent_polls_of_one_source_refresh_its_token_once() {
     let (ra, rb) = tokio::join!(a.poll(&id, None, None), b.poll(&id, None, None));
     let after: u64 = w.sandbox.sim.dexcom_auth.iter().map(|(_, a)| a.refresh_count()).sum();
     assert_eq!(after - before, 1, "one refresh reached the partner");
-    assert_eq!(u8::from(ra.unwrap().refreshed) + u8::from(rb.unwrap().refreshed), 2, "both used fresh tokens");
+    // Both polls succeed with the fresh tokens: each either waited for the one refresh (and
+    // took its result) or, when it read the session after that refresh committed, found the
+    // token fresh already. How they interleave is up to the scheduler.
+    let (ra, rb) = (ra.expect("poll a succeeds"), rb.expect("poll b succeeds"));
+    assert!(ra.refreshed || rb.refreshed, "a refresh happened");
     let s = w.app.store.get_provider_session(&id).await.unwrap().unwrap();
     assert!(s.access_expires_at.unwrap() > tidegate_e2e::test_epoch());
 }

@@ -5,7 +5,9 @@
 //! `postgres://postgres@127.0.0.1:5432/postgres`. With the `testcontainers` feature and no server
 //! answering, Postgres 16 is started in a container when a Docker engine is available.
 
+pub mod browser;
 pub mod logs;
+pub mod mail;
 
 pub use testkit::{Proxy, db, proxy};
 

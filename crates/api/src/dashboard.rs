@@ -246,7 +246,7 @@ async fn user(State(d): State<Dashboard>, headers: HeaderMap, Path(user): Path<S
     };
     let bodies: Vec<&Value> = datums.iter().map(|x| &x.body).collect();
     let mut b = format!("<h1>User {}</h1><p><a href=\"/admin\">← operations</a></p>", esc(user.as_str()));
-    b.push_str("<table><tr><th>partner</th><th>state</th><th>latest data</th><th>last import</th></tr>");
+    b.push_str("<table id=\"sources\"><tr><th>partner</th><th>state</th><th>latest data</th><th>last import</th></tr>");
     for s in &sources {
         let _ = write!(
             b,
@@ -262,7 +262,7 @@ async fn user(State(d): State<Dashboard>, headers: HeaderMap, Path(user): Path<S
     let count = |t: &str| bodies.iter().filter(|v| v["type"] == t).count();
     let _ = write!(
         b,
-        "<p class=\"muted\">{} glucose readings, {} boluses (▲ at the bottom), {} meals (● at the top).</p>",
+        "<p class=\"muted\" id=\"chart-counts\" data-cbg=\"{0}\">{0} glucose readings, {1} boluses (▲ at the bottom), {2} meals (● at the top).</p>",
         count("cbg"),
         count("bolus"),
         count("food")

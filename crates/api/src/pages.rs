@@ -42,7 +42,7 @@ pub fn page(status: StatusCode, title: &str, body: &str) -> Response {
          <title>{t} · tidegate</title><style>\
          body{{font-family:system-ui,-apple-system,sans-serif;line-height:1.5;max-width:36rem;margin:0 auto;padding:1.5rem 1rem;color:#1b1b1b}}\
          h1{{font-size:1.5rem}} a.button,button{{display:inline-block;font-size:1rem;padding:.7rem 1.2rem;margin:.3rem 0;border-radius:.4rem;border:1px solid #0b5cad;background:#0b5cad;color:#fff;text-decoration:none;cursor:pointer}}\
-         input[type=url],input[type=text]{{width:100%;font-size:1rem;padding:.6rem;box-sizing:border-box}} .note{{color:#555;font-size:.95rem}} ol li{{margin:.4rem 0}}\
+         input[type=url],input[type=text]{{width:100%;font-size:1rem;padding:.6rem;box-sizing:border-box}} .note{{color:#555;font-size:.95rem}} ol li{{margin:.4rem 0}} code{{overflow-wrap:anywhere}}\
          </style></head><body><main><h1>{t}</h1>{body}</main></body></html>",
         t = esc(title)
     );

@@ -31,6 +31,8 @@ pub struct OutboxSettings {
     pub max_backoff: chrono::Duration,
     /// Pause between passes when nothing was due.
     pub idle: Duration,
+    /// What people call each partner in messages ("Dexcom"), by provider name.
+    pub partner_names: std::collections::BTreeMap<String, String>,
 }
 
 impl Default for OutboxSettings {
@@ -41,6 +43,7 @@ impl Default for OutboxSettings {
             base_backoff: chrono::Duration::seconds(5),
             max_backoff: chrono::Duration::minutes(15),
             idle: Duration::from_millis(500),
+            partner_names: Default::default(),
         }
     }
 }
@@ -257,7 +260,8 @@ impl OutboxWorker {
             Ok(l) => l,
             Err(e) => return Outcome::Parked { error: format!("the message link cannot be opened: {e}") },
         };
-        let provider = row.payload["provider"].as_str().unwrap_or("your device");
+        let provider = row.payload["provider"].as_str().unwrap_or_default();
+        let provider = self.settings.partner_names.get(provider).map(String::as_str).unwrap_or(provider);
         let (subject, intro) = match row.payload["kind"].as_str() {
             Some("reconnect_needed") => (
                 format!("Your {provider} account needs to be reconnected"),

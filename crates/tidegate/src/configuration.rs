@@ -1,5 +1,6 @@
 //! Layered configuration (DESIGN §4 "Config"): `config/default.toml` → `config/$TIDEGATE_ENV.toml`
-//! → `TIDEGATE_*` environment variables (`__` for nesting) and `DATABASE_URL`.
+//! → the optional file `$TIDEGATE_CONFIG_FILE` (one deployment's or tool's overrides) →
+//! `TIDEGATE_*` environment variables (`__` for nesting) and `DATABASE_URL`.
 //!
 //! A missing or invalid setting is one clear error naming it. Secrets are [`SecretString`]s and
 //! never appear in `Debug` output. `TIDEGATE_ENV=production` refuses dev secrets, HS256, and any
@@ -237,7 +238,7 @@ pub fn config_dir() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("../../config")
 }
 
-fn files_builder(dir: &Path, env: &str) -> config::ConfigBuilder<config::builder::DefaultState> {
+fn files_builder(dir: &Path, env: &str, extra: Option<&Path>) -> config::ConfigBuilder<config::builder::DefaultState> {
     let default_file = dir.join("default.toml");
     let mut b = config::Config::builder();
     b = if default_file.exists() {
@@ -245,9 +246,11 @@ fn files_builder(dir: &Path, env: &str) -> config::ConfigBuilder<config::builder
     } else {
         b.add_source(config::File::from_str(DEFAULT_TOML, config::FileFormat::Toml))
     };
-    b.add_source(config::File::from(dir.join(format!("{env}.toml"))).required(false))
-        .set_override("env", env)
-        .expect("static key")
+    b = b.add_source(config::File::from(dir.join(format!("{env}.toml"))).required(false));
+    if let Some(extra) = extra {
+        b = b.add_source(config::File::from(extra).required(true));
+    }
+    b.set_override("env", env).expect("static key")
 }
 
 fn environment() -> config::Environment {
@@ -273,10 +276,14 @@ impl Settings {
         let vars: BTreeMap<String, String> = vars.into_iter().collect();
         let tidegate_vars: config::Map<String, String> = vars
             .iter()
-            .filter(|(k, _)| k.starts_with("TIDEGATE_") && *k != "TIDEGATE_ENV" && *k != "TIDEGATE_CONFIG_DIR")
+            .filter(|(k, _)| {
+                k.starts_with("TIDEGATE_")
+                    && !["TIDEGATE_ENV", "TIDEGATE_CONFIG_DIR", "TIDEGATE_CONFIG_FILE"].contains(&k.as_str())
+            })
             .map(|(k, v)| (k.clone(), v.clone()))
             .collect();
-        let mut b = files_builder(dir, env);
+        let extra = vars.get("TIDEGATE_CONFIG_FILE").map(PathBuf::from);
+        let mut b = files_builder(dir, env, extra.as_deref());
         if let Some(url) = vars.get("DATABASE_URL").filter(|_| !vars.contains_key("TIDEGATE_DATABASE__URL")) {
             b = b.set_override("database.url", url.as_str())?;
         }
@@ -284,7 +291,7 @@ impl Settings {
         let settings: Settings = cfg.try_deserialize()?;
         settings.validate()?;
         if env == "production" {
-            settings.check_production(dir)?;
+            settings.check_production(dir, extra.as_deref())?;
         }
         Ok(settings)
     }
@@ -374,7 +381,7 @@ impl Settings {
     }
 
     /// Production refuses dev secrets, secrets in files, and the HS256 shared secret.
-    fn check_production(&self, dir: &Path) -> Result<(), ConfigError> {
+    fn check_production(&self, dir: &Path, extra: Option<&Path>) -> Result<(), ConfigError> {
         if self.auth.algorithm == "HS256" {
             return Err(invalid(
                 "auth.algorithm",
@@ -385,7 +392,7 @@ impl Settings {
             return Err(invalid("token_keys", "missing: set TIDEGATE_TOKEN_KEYS"));
         }
         // Secrets must come from the environment: none may be set by a file layer.
-        let from_files = files_builder(dir, "production").build()?;
+        let from_files = files_builder(dir, "production", extra).build()?;
         for key in SECRET_KEYS.iter().filter(|k| **k != "database.url") {
             if from_files.get_string(key).is_ok() {
                 return Err(ConfigError::Invalid {
@@ -395,7 +402,7 @@ impl Settings {
             }
         }
         // And none may equal a dev secret.
-        if let Ok(dev) = files_builder(dir, "dev").build() {
+        if let Ok(dev) = files_builder(dir, "dev", None).build() {
             for key in SECRET_KEYS.iter().filter(|k| **k != "database.url") {
                 let (Ok(dev_value), Some(ours)) = (dev.get_string(key), self.secret(key)) else { continue };
                 if ours.expose_secret() == dev_value || ours.expose_secret().contains(&dev_value) {
@@ -506,6 +513,7 @@ impl Settings {
             base_backoff: chrono::Duration::seconds(self.outbox.base_backoff_secs),
             max_backoff: chrono::Duration::seconds(self.outbox.max_backoff_secs),
             idle: Duration::from_millis(self.outbox.idle_ms),
+            partner_names: self.partners.iter().map(|(k, p)| (k.clone(), p.display_name.clone())).collect(),
         }
     }
 

@@ -235,14 +235,16 @@ tidegate demo is running.  {pace}
 
 1. Connect the demo patient's Dexcom account. Open in a browser:
      {api}/v1/oauth/dexcom/authorize?restricted_token={link}
-   choose "United States", sign in as dexcom-001 and press Allow. You land on a "connected" page.
+   choose "United States", pick dexcom-001 and press Authorize. You land on a "connected" page.
 
-2. Watch the data arrive (the first poll runs within seconds):
+2. Watch the data arrive: the first poll runs within seconds. Open the patient's chart (reload it):
+     {ops}/admin/users/{PATIENT}
+   or ask the API as the patient:
      curl -s -H "Authorization: Bearer $PATIENT" '{api}/v1/users/{PATIENT}/data_sources'
      curl -s -H "Authorization: Bearer $PATIENT" '{api}/v1/users/{PATIENT}/data?type=cbg&limit=5'
 
-3. See what the clinic service was told (PUT /v1/patients/{PATIENT}/data_sources):
-     curl -s {sim}/admin/clinic/requests
+3. See what the clinic service was told (PUT /v1/patients/{PATIENT}/data_sources); open:
+     {sim}/admin/clinic/requests
 
 4. As the clinician, ask the patient to connect CareLink too (the message and its link are logged):
      curl -s -X POST -H "Authorization: Bearer $CLINICIAN" {api}/v1/clinics/{CLINIC}/patients/{PATIENT}/connect/carelink
