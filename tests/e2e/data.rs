@@ -184,3 +184,41 @@ async fn erasure_and_disconnect_with_data_deletion() {
         .unwrap();
     assert_eq!(bad.status(), StatusCode::BAD_REQUEST);
 }
+
+/// An edited record whose time changed moves: the old row goes, one row remains at the new
+/// time, counted as an update; writing the same batch again changes nothing.
+#[tokio::test]
+async fn an_edited_record_that_changed_time_moves() {
+    let w = tidegate_e2e::spawn_world(&[]).await;
+    let id = connected_and_polled(&w, ALICE, "dexcom-001").await;
+    let user = UserId::parse(ALICE).unwrap();
+    let t0 = tidegate_e2e::test_epoch() - chrono::Duration::days(2);
+    let datum = |t: chrono::DateTime<chrono::Utc>, v: i64| store::datums::NewDatum {
+        id: "0123456789abcdef0123456789abcdef".into(),
+        time: t,
+        kind: "food".into(),
+        body: serde_json::json!({"type": "food", "time": t.to_rfc3339(), "v": v}),
+    };
+    let write = |batch: Vec<store::datums::NewDatum>| {
+        let (store, user, id) = (w.app.store.clone(), user.clone(), id.clone());
+        async move {
+            let mut tx = store.begin().await.unwrap();
+            let (written, _) =
+                store::datums::write_batch(&mut tx, &user, &id, &batch, &[], tidegate_e2e::test_epoch()).await.unwrap();
+            tx.commit().await.unwrap();
+            written
+        }
+    };
+    assert_eq!(write(vec![datum(t0, 1)]).await.inserted, 1);
+    let moved = write(vec![datum(t0 + chrono::Duration::minutes(30), 2)]).await;
+    assert_eq!((moved.inserted, moved.updated), (0, 1), "{moved:?}");
+    let rows: Vec<(chrono::DateTime<chrono::Utc>,)> =
+        sqlx::query_as("SELECT time FROM datums WHERE user_id = $1 AND id = '0123456789abcdef0123456789abcdef'")
+            .bind(ALICE)
+            .fetch_all(w.app.store.pool())
+            .await
+            .unwrap();
+    assert_eq!(rows, vec![(t0 + chrono::Duration::minutes(30),)]);
+    let again = write(vec![datum(t0 + chrono::Duration::minutes(30), 2)]).await;
+    assert_eq!((again.inserted, again.updated, again.unchanged), (0, 0, 1));
+}

@@ -33,6 +33,7 @@ async fn the_demos_printed_steps_work_in_a_browser() {
         .spawn()
         .expect("tidegate demo starts");
     let stdout = child.stdout.take().unwrap();
+    let mut child = KillOnDrop(child);
     let (tx, rx) = std::sync::mpsc::channel::<String>();
     std::thread::spawn(move || {
         for line in BufReader::new(stdout).lines().map_while(Result::ok) {
@@ -142,10 +143,10 @@ async fn the_demos_printed_steps_work_in_a_browser() {
     assert!(page.iter().all(|d| d["type"] == "cbg"));
 
     // Ctrl-C (SIGINT) stops it cleanly.
-    let _ = Command::new("kill").arg("-INT").arg(child.id().to_string()).status();
+    let _ = Command::new("kill").arg("-INT").arg(child.0.id().to_string()).status();
     let deadline = Instant::now() + Duration::from_secs(30);
     let status = loop {
-        if let Some(s) = child.try_wait().unwrap() {
+        if let Some(s) = child.0.try_wait().unwrap() {
             break s;
         }
         assert!(Instant::now() < deadline, "the demo did not stop");
@@ -158,4 +159,16 @@ async fn the_demos_printed_steps_work_in_a_browser() {
         .execute(&mut conn)
         .await
         .unwrap();
+}
+
+/// The demo process, killed if the test fails before it stops it (so no demo outlives its test).
+struct KillOnDrop(std::process::Child);
+
+impl Drop for KillOnDrop {
+    fn drop(&mut self) {
+        if matches!(self.0.try_wait(), Ok(None)) {
+            let _ = self.0.kill();
+            let _ = self.0.wait();
+        }
+    }
 }

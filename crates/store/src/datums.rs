@@ -56,19 +56,34 @@ pub async fn write_batch(
         let ids: Vec<&str> = chunk.iter().map(|d| d.id.as_str()).collect();
         let times: Vec<DateTime<Utc>> = chunk.iter().map(|d| d.time).collect();
         let kinds: Vec<&str> = chunk.iter().map(|d| d.kind.as_str()).collect();
-        let bodies: Vec<Value> = chunk.iter().map(|d| d.body.clone()).collect();
-        // An edited record whose time changed: same id, other time → the old row goes.
-        let moved = sqlx::query!(
-            r#"DELETE FROM datums d
-               USING UNNEST($2::text[], $3::timestamptz[]) AS u(id, time)
-               WHERE d.user_id = $1 AND d.id = u.id AND d.time <> u.time"#,
+        let bodies: Vec<&Value> = chunk.iter().map(|d| &d.body).collect();
+        // An edited record whose time changed: same id, other time → the old row goes. Found
+        // per id through the primary key: the LATERAL … OFFSET 0 keeps every plan (generic ones
+        // too, made while the table was small or held one user) from reading the user's whole
+        // history, which a join on UNNEST did. Deleted by exact key; moves are rare.
+        let stale = sqlx::query!(
+            r#"SELECT x.id AS "id!", x.time AS "time!"
+               FROM UNNEST($2::text[], $3::timestamptz[]) AS u(id, time)
+               CROSS JOIN LATERAL (SELECT d.id, d.time FROM datums d
+                                   WHERE d.user_id = $1 AND d.id = u.id AND d.time <> u.time OFFSET 0) x"#,
             user.as_str(),
             &ids as &[&str],
             &times
         )
-        .execute(&mut *conn)
-        .await?
-        .rows_affected();
+        .fetch_all(&mut *conn)
+        .await?;
+        let mut moved = 0;
+        for old in &stale {
+            moved += sqlx::query!(
+                "DELETE FROM datums WHERE user_id = $1 AND id = $2 AND time = $3",
+                user.as_str(),
+                old.id,
+                old.time
+            )
+            .execute(&mut *conn)
+            .await?
+            .rows_affected();
+        }
         let rows = sqlx::query!(
             r#"INSERT INTO datums AS d (user_id, id, time, data_source_id, type, body, created_time, modified_time)
                SELECT $1, u.id, u.time, $2, u.type, u.body, $7, $7
@@ -82,7 +97,7 @@ pub async fn write_batch(
             &ids as &[&str],
             &times,
             &kinds as &[&str],
-            &bodies,
+            &bodies as &[&Value],
             now
         )
         .fetch_all(&mut *conn)

@@ -15,6 +15,7 @@ pub mod outbox;
 pub mod partner_budget;
 pub mod poll_runs;
 pub mod poll_schedule;
+pub mod population;
 pub mod provider_sessions;
 
 use std::sync::Arc;

@@ -108,3 +108,34 @@ pub async fn lag_since(conn: &mut PgConnection, since: DateTime<Utc>) -> Result<
     .await?;
     Ok(rows.into_iter().map(|r| (r.provider, r.n, r.p50, r.p99)).collect())
 }
+
+/// One finished run, as benchmarks and support read it back.
+#[derive(Debug, Clone, sqlx::FromRow)]
+pub struct Finished {
+    pub data_source_id: String,
+    pub outcome: String,
+    pub due_at: DateTime<Utc>,
+    pub started_at: DateTime<Utc>,
+    pub finished_at: DateTime<Utc>,
+    pub calls: i32,
+    pub datums_written: i32,
+}
+
+/// Runs that started at or after `since`, oldest first.
+pub async fn started_since(pool: &sqlx::PgPool, since: DateTime<Utc>) -> Result<Vec<Finished>> {
+    Ok(sqlx::query_as!(
+        Finished,
+        r#"SELECT data_source_id, outcome, due_at, started_at, finished_at, calls, datums_written
+           FROM poll_runs WHERE started_at >= $1 ORDER BY started_at, id"#,
+        since
+    )
+    .fetch_all(pool)
+    .await?)
+}
+
+/// How many runs due at or after `since` have finished.
+pub async fn count_due_since(pool: &sqlx::PgPool, since: DateTime<Utc>) -> Result<i64> {
+    Ok(sqlx::query_scalar!(r#"SELECT count(*) AS "n!" FROM poll_runs WHERE due_at >= $1"#, since)
+        .fetch_one(pool)
+        .await?)
+}

@@ -94,6 +94,11 @@ enum Command {
         #[arg(long, default_value = "127.0.0.1:8090")]
         sandbox_listen: std::net::SocketAddr,
     },
+    /// Benchmarks of the real service (docs/PERFORMANCE.md). Creates its own database.
+    Bench {
+        #[command(subcommand)]
+        command: BenchCommand,
+    },
     /// Token-encryption key operations.
     Keys {
         #[command(subcommand)]
@@ -173,6 +178,37 @@ impl From<RoleArg> for Role {
             RoleArg::Service => Role::Service,
         }
     }
+}
+
+#[derive(Debug, Subcommand)]
+enum BenchCommand {
+    /// Poll throughput, schedule lag, poll duration, CPU per 1,000 polls, worker RSS and rows
+    /// written: seeds --sources connected Dexcom sources (tokens sealed as in production) on a
+    /// fresh database, runs the partner simulator in this process (its budget off) and
+    /// --workers `tidegate worker` processes against it over loopback HTTP. Prints a table
+    /// (stderr: progress) and one JSON line on stdout.
+    Poll {
+        #[arg(long, default_value_t = 5_000)]
+        sources: usize,
+        #[arg(long, default_value_t = 1)]
+        workers: usize,
+        /// Upper bound of each measured phase, in seconds.
+        #[arg(long, default_value_t = 60)]
+        duration: u64,
+        /// Polls per second offered in the lag phase (default: half the saturation rate).
+        #[arg(long)]
+        offered_load: Option<f64>,
+        /// Extra schedule rows, not due, seeded with COPY for the scale check (e.g. 1000000).
+        #[arg(long, default_value_t = 0)]
+        population: usize,
+        /// The poll look-back: 0 makes each poll's payload exactly the new hour; production
+        /// uses poll.look_back_minutes (360).
+        #[arg(long, default_value_t = 0)]
+        look_back_minutes: i64,
+        /// The database to (re)create on the configured server. Dropped first if it exists.
+        #[arg(long, default_value = "tidegate_bench")]
+        database: String,
+    },
 }
 
 #[derive(Debug, Subcommand)]
@@ -338,6 +374,24 @@ async fn run(command: Command, settings: Settings) -> anyhow::Result<()> {
             Ok(())
         }
         Command::Sandbox(args) => run_sandbox(args, &settings).await,
+        Command::Bench {
+            command:
+                BenchCommand::Poll { sources, workers, duration, offered_load, population, look_back_minutes, database },
+        } => {
+            let opts = tidegate::bench::PollBench {
+                sources,
+                workers,
+                duration: std::time::Duration::from_secs(duration),
+                offered_load,
+                population,
+                look_back_minutes,
+                database,
+            };
+            let report = tidegate::bench::run(settings, opts).await?;
+            eprint!("{}", tidegate::bench::table(&report));
+            println!("{}", serde_json::to_string(&report)?);
+            Ok(())
+        }
         Command::Keys { command: KeysCommand::Rotate } => {
             let store = startup::store(&settings)?;
             let n = keys::rotate(&store).await?;
