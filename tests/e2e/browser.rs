@@ -149,16 +149,7 @@ async fn a_clinicians_request_is_completed_from_its_email() {
         json!({"clinicId": CLINIC, "userId": ALICE, "email": format!("{ALICE}@patients.test")}),
     )
     .await;
-    let clinician = w.app.token(api::Role::Clinician, CLINICIAN, &[CLINIC]);
-    let r = w
-        .app
-        .http
-        .post(w.app.url(&format!("/v1/clinics/{CLINIC}/patients/{ALICE}/connect/dexcom")))
-        .bearer_auth(clinician)
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(r.status(), reqwest::StatusCode::NO_CONTENT);
+    assert_eq!(w.app.ask_to_connect(CLINICIAN, CLINIC, ALICE, "dexcom").await, reqwest::StatusCode::NO_CONTENT);
     assert_eq!(source_state(&w, ALICE, "dexcom").await, Some(DataSourceState::Pending));
     let outbox = w.app.outbox_worker();
     let mut mail = None;

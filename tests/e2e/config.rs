@@ -117,6 +117,48 @@ fn production_refuses_dev_secrets_hs256_and_secrets_in_files() {
     std::fs::remove_dir_all(&dir).ok();
 }
 
+/// `TIDEGATE_CONFIG_FILE` layers after the env file and before the environment; a missing one
+/// is an error; in production it may not hold a secret either.
+#[test]
+fn an_extra_config_file_layers_between_files_and_environment() {
+    let overlay = std::env::temp_dir().join(format!("tidegate-overlay-{}.toml", uuid::Uuid::new_v4().simple()));
+    std::fs::write(&overlay, "[poll]\nlook_back_minutes = 7\n\n[database]\nmax_connections = 5\n").unwrap();
+    let file = overlay.to_str().unwrap();
+    let s = Settings::load_from(
+        &config_dir(),
+        "dev",
+        vars(&[("TIDEGATE_CONFIG_FILE", file), ("TIDEGATE_DATABASE__MAX_CONNECTIONS", "9")]),
+    )
+    .unwrap();
+    assert_eq!(s.poll.look_back_minutes, 7, "the file overrides default.toml");
+    assert_eq!(s.database.max_connections, 9, "the environment overrides the file");
+    let missing = Settings::load_from(&config_dir(), "dev", vars(&[("TIDEGATE_CONFIG_FILE", "/nonexistent/x.toml")]))
+        .unwrap_err()
+        .to_string();
+    assert!(missing.contains("/nonexistent/x.toml"), "{missing}");
+
+    let dir = prod_dir();
+    std::fs::write(&overlay, format!("token_keys = \"{KEYS}\"\n")).unwrap();
+    let refused = Settings::load_from(
+        &dir,
+        "production",
+        vars(&[
+            ("TIDEGATE_CONFIG_FILE", file),
+            ("TIDEGATE_TOKEN_KEYS", KEYS),
+            ("TIDEGATE_AUTH__ALGORITHM", "ES256"),
+            ("TIDEGATE_AUTH__JWKS_URL", "https://auth.example/jwks.json"),
+            ("TIDEGATE_PUBLIC_URL", "https://tidegate.example"),
+        ]),
+    )
+    .unwrap_err();
+    match refused {
+        ConfigError::Invalid { key, .. } => assert_eq!(key, "token_keys"),
+        other => panic!("{other}"),
+    }
+    std::fs::remove_dir_all(&dir).ok();
+    std::fs::remove_file(&overlay).ok();
+}
+
 /// No file except config/dev.toml holds a secret value.
 #[test]
 fn only_dev_toml_holds_secrets() {

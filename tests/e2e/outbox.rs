@@ -243,16 +243,7 @@ async fn a_connection_request_is_mailed_with_a_working_link() {
     ])
     .await;
     seed(&w).await;
-    let clinician = w.app.token(api::Role::Clinician, "1111111111", &[CLINIC]);
-    let r = w
-        .app
-        .http
-        .post(w.app.url(&format!("/v1/clinics/{CLINIC}/patients/{ALICE}/connect/dexcom")))
-        .bearer_auth(clinician)
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(r.status(), StatusCode::NO_CONTENT);
+    assert_eq!(w.app.ask_to_connect("1111111111", CLINIC, ALICE, "dexcom").await, StatusCode::NO_CONTENT);
     drain(&w, &w.app.outbox_worker()).await;
     // Read the message the SMTP server stored.
     let text = smtp.received();

@@ -253,6 +253,23 @@ impl TestApp {
         self.token(Role::Patient, user, &[])
     }
 
+    /// A clinician of `clinic` asks `user` to connect `provider`; the API's status.
+    pub async fn ask_to_connect(
+        &self,
+        clinician: &str,
+        clinic: &str,
+        user: &str,
+        provider: &str,
+    ) -> reqwest::StatusCode {
+        self.http
+            .post(self.url(&format!("/v1/clinics/{clinic}/patients/{user}/connect/{provider}")))
+            .bearer_auth(self.token(Role::Clinician, clinician, &[clinic]))
+            .send()
+            .await
+            .expect("the API answers")
+            .status()
+    }
+
     pub fn service_token(&self) -> String {
         self.token(Role::Service, "platform-test", &[])
     }

@@ -260,8 +260,10 @@ impl OutboxWorker {
             Ok(l) => l,
             Err(e) => return Outcome::Parked { error: format!("the message link cannot be opened: {e}") },
         };
-        let provider = row.payload["provider"].as_str().unwrap_or_default();
-        let provider = self.settings.partner_names.get(provider).map(String::as_str).unwrap_or(provider);
+        let provider = match row.payload["provider"].as_str() {
+            Some(p) => self.settings.partner_names.get(p).map(String::as_str).unwrap_or(p),
+            None => "device",
+        };
         let (subject, intro) = match row.payload["kind"].as_str() {
             Some("reconnect_needed") => (
                 format!("Your {provider} account needs to be reconnected"),

@@ -394,7 +394,7 @@ impl Bench {
                     partner_account_id: format!("bench-{i}"),
                     access_token: SecretString::from(t.access_token),
                     refresh_token: Some(SecretString::from(t.refresh_token)),
-                    access_expires_at: Some(now + Duration::days(7)),
+                    access_expires_at: Some(now + Duration::seconds(t.expires_in)),
                     scope: Some(t.scope),
                     link_token_hash: None,
                     first_poll_at: now + Duration::days(1),
@@ -412,7 +412,6 @@ impl Bench {
         while let Some(ids) = tasks.join_next().await {
             self.ids.extend(ids??);
         }
-        // The simulator's tokens live for hours; keep ours from asking for a refresh mid-run.
         Ok(())
     }
 
