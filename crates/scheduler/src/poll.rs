@@ -91,43 +91,39 @@ impl Poller {
         lease: Option<Uuid>,
         next: Option<(DateTime<Utc>, &'static str)>,
     ) -> Result<PollOutcome, PollError> {
-        let source = self.store.get_data_source(id).await?.ok_or(PollError::NotPollable("no such data source"))?;
-        if source.state != DataSourceState::Connected {
+        let start = self.store.poll_start(id).await?.ok_or(PollError::NotPollable("no such data source"))?;
+        if start.state != DataSourceState::Connected {
             return Err(PollError::NotPollable("the data source is not connected"));
         }
-        tracing::Span::current().record("partner", source.provider.as_str());
-        let partner = self.partners.get(&source.provider).ok_or(PollError::NotPollable("partner not configured"))?;
+        let mut session = start.session.ok_or(PollError::NotPollable("no provider session"))?;
+        let cursor = start.cursor.ok_or(PollError::NotPollable("not scheduled"))?;
+        tracing::Span::current().record("partner", session.provider.as_str());
+        let partner = self.partners.get(&session.provider).ok_or(PollError::NotPollable("partner not configured"))?;
         if partner.driver == Driver::Generic {
             return Err(PollError::NotPollable("partner has no data driver"));
         }
-        let mut session =
-            self.store.get_provider_session(id).await?.ok_or(PollError::NotPollable("no provider session"))?;
         let region = session.region.clone().or_else(|| partner.implied_region()).unwrap_or_default();
         let resolved = partner.resolve(&region).await?;
-        let state = {
-            let mut conn = self.store.pool().acquire().await.map_err(StoreError::from)?;
-            poll_schedule::get(&mut conn, id).await?.ok_or(PollError::NotPollable("not scheduled"))?
-        };
         let now = self.clock.now();
         let mut outcome = PollOutcome::default();
         if session.access_expires_at.is_some_and(|t| t - self.settings.refresh_skew <= now) {
             session = self.refresh(partner, &resolved, &session).await?;
             outcome.refreshed = true;
         }
-        let fetched = match self.fetch(partner, &resolved, &session, state.cursor.as_ref(), now).await {
+        let fetched = match self.fetch(partner, &resolved, &session, cursor.as_ref(), now).await {
             Err(PartnerError::Unauthorized) if !outcome.refreshed => {
                 // Once on 401: refresh (or pick up another replica's refresh) and try again.
                 session = self.refresh(partner, &resolved, &session).await?;
                 outcome.refreshed = true;
-                self.fetch(partner, &resolved, &session, state.cursor.as_ref(), now).await
+                self.fetch(partner, &resolved, &session, cursor.as_ref(), now).await
             }
             other => other,
         };
         let (batch, cursor) = fetched?;
         outcome.calls = batch.calls;
         outcome.skipped = batch.skipped.iter().map(|(k, s)| (*k, s.count)).collect();
-        self.write(&source, lease, next, batch, &cursor, &mut outcome).await?;
-        let p = source.provider.as_str().to_owned();
+        self.write(&session, lease, next, batch, &cursor, &mut outcome).await?;
+        let p = session.provider.as_str().to_owned();
         for (reason, n) in &outcome.skipped {
             metrics::counter!("tidegate_records_skipped_total", "partner" => p.clone(), "reason" => *reason)
                 .increment(*n);
@@ -248,7 +244,7 @@ impl Poller {
     /// the source's data times, queue the clinic report when latest data moved an hour or more.
     async fn write(
         &self,
-        source: &store::data_sources::DataSource,
+        session: &ProviderSession,
         lease: Option<Uuid>,
         next: Option<(DateTime<Utc>, &'static str)>,
         batch: Batch,
@@ -278,13 +274,14 @@ impl Poller {
         let removed: Vec<String> = batch.removed.iter().map(|id| id.as_str().to_owned()).collect();
         let mut tx = self.store.begin().await?;
         let fence = poll_schedule::Success { lease, cursor, skipped: skipped.as_ref(), next_run_at: next, now };
-        if !poll_schedule::succeed(&mut tx, &source.id, &fence).await? {
+        if !poll_schedule::succeed(&mut tx, &session.data_source_id, &fence).await? {
             return Err(PollError::LeaseLost);
         }
         let (written, advanced) =
-            store::datums::write_batch(&mut tx, &source.user_id, &source.id, &datums, &removed, now).await?;
+            store::datums::write_batch(&mut tx, &session.user_id, &session.data_source_id, &datums, &removed, now)
+                .await?;
         if advanced {
-            store::outbox::enqueue_clinic_report(&mut tx, &source.user_id, now).await?;
+            store::outbox::enqueue_clinic_report(&mut tx, &session.user_id, now).await?;
         }
         tx.commit().await.map_err(StoreError::from)?;
         outcome.written = written;

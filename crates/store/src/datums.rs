@@ -57,41 +57,32 @@ pub async fn write_batch(
         let times: Vec<DateTime<Utc>> = chunk.iter().map(|d| d.time).collect();
         let kinds: Vec<&str> = chunk.iter().map(|d| d.kind.as_str()).collect();
         let bodies: Vec<&Value> = chunk.iter().map(|d| &d.body).collect();
-        // An edited record whose time changed: same id, other time → the old row goes. Found
-        // per id through the primary key: the LATERAL … OFFSET 0 keeps every plan (generic ones
-        // too, made while the table was small or held one user) from reading the user's whole
-        // history, which a join on UNNEST did. Deleted by exact key; moves are rare.
-        let stale = sqlx::query!(
-            r#"SELECT x.id AS "id!", x.time AS "time!"
-               FROM UNNEST($2::text[], $3::timestamptz[]) AS u(id, time)
-               CROSS JOIN LATERAL (SELECT d.id, d.time FROM datums d
-                                   WHERE d.user_id = $1 AND d.id = u.id AND d.time <> u.time OFFSET 0) x"#,
-            user.as_str(),
-            &ids as &[&str],
-            &times
-        )
-        .fetch_all(&mut *conn)
-        .await?;
-        let mut moved = 0;
-        for old in &stale {
-            moved += sqlx::query!(
-                "DELETE FROM datums WHERE user_id = $1 AND id = $2 AND time = $3",
-                user.as_str(),
-                old.id,
-                old.time
-            )
-            .execute(&mut *conn)
-            .await?
-            .rows_affected();
-        }
-        let rows = sqlx::query!(
-            r#"INSERT INTO datums AS d (user_id, id, time, data_source_id, type, body, created_time, modified_time)
-               SELECT $1, u.id, u.time, $2, u.type, u.body, $7, $7
-               FROM UNNEST($3::text[], $4::timestamptz[], $5::text[], $6::jsonb[]) AS u(id, time, type, body)
-               ON CONFLICT (user_id, id, time) DO UPDATE
-                   SET body = EXCLUDED.body, type = EXCLUDED.type, modified_time = EXCLUDED.modified_time
-                   WHERE d.body IS DISTINCT FROM EXCLUDED.body
-               RETURNING (xmax = 0) AS "inserted!""#,
+        // One statement: delete the rows of edited records whose time changed (same id, other
+        // time; found per id through the primary key — the LATERAL … OFFSET 0 keeps every plan,
+        // generic ones too, from reading the user's whole history), then upsert. The moved row's
+        // old key differs from its new one, so the two parts never touch the same row.
+        let r = sqlx::query!(
+            r#"WITH u AS (
+                   SELECT * FROM UNNEST($3::text[], $4::timestamptz[], $5::text[], $6::jsonb[]) AS u(id, time, type, body)
+               ), moved AS (
+                   DELETE FROM datums d
+                   USING (SELECT x.id, x.time FROM u
+                          CROSS JOIN LATERAL (SELECT o.id, o.time FROM datums o
+                                              WHERE o.user_id = $1 AND o.id = u.id AND o.time <> u.time OFFSET 0) x) s
+                   WHERE d.user_id = $1 AND d.id = s.id AND d.time = s.time
+                   RETURNING 1
+               ), written AS (
+                   INSERT INTO datums AS d (user_id, id, time, data_source_id, type, body, created_time, modified_time)
+                   SELECT $1, u.id, u.time, $2, u.type, u.body, $7, $7 FROM u
+                   ON CONFLICT (user_id, id, time) DO UPDATE
+                       SET body = EXCLUDED.body, type = EXCLUDED.type, modified_time = EXCLUDED.modified_time
+                       WHERE d.body IS DISTINCT FROM EXCLUDED.body
+                   RETURNING (xmax = 0) AS inserted
+               )
+               SELECT (SELECT count(*) FROM moved) AS "moved!",
+                      count(*) FILTER (WHERE inserted) AS "inserted!",
+                      count(*) AS "written!"
+               FROM written"#,
             user.as_str(),
             source.as_str(),
             &ids as &[&str],
@@ -100,14 +91,14 @@ pub async fn write_batch(
             &bodies as &[&Value],
             now
         )
-        .fetch_all(&mut *conn)
+        .fetch_one(&mut *conn)
         .await?;
-        let inserted = rows.iter().filter(|r| r.inserted).count() as u64;
+        let (moved, inserted, written) = (r.moved as u64, r.inserted as u64, r.written as u64);
         // A moved datum is re-inserted: count it as an update, not as new data.
         let moved_back = moved.min(inserted);
         w.inserted += inserted - moved_back;
-        w.updated += rows.len() as u64 - inserted + moved_back;
-        w.unchanged += chunk.len() as u64 - rows.len() as u64;
+        w.updated += written - inserted + moved_back;
+        w.unchanged += chunk.len() as u64 - written;
     }
     if !removed.is_empty() {
         w.deleted = sqlx::query!(
@@ -121,28 +112,28 @@ pub async fn write_batch(
     }
     let earliest = datums.iter().map(|d| d.time).min();
     let latest = datums.iter().map(|d| d.time).max();
-    let before = sqlx::query!(r#"SELECT latest_data_time FROM data_sources WHERE id = $1 FOR UPDATE"#, source.as_str())
-        .fetch_optional(&mut *conn)
-        .await?
-        .and_then(|r| r.latest_data_time);
     // Only stored data moves the earliest/latest times; a batch that changed nothing still
-    // records the import (the partner was read successfully at `now`).
+    // records the import (the partner was read successfully at `now`). The locked sub-select
+    // hands back the latest data time from before this write.
     let stored = w.inserted + w.updated > 0;
-    sqlx::query!(
-        r#"UPDATE data_sources
-           SET earliest_data_time = CASE WHEN $2::timestamptz IS NULL THEN earliest_data_time
-                                         ELSE LEAST(earliest_data_time, $2) END,
-               latest_data_time = CASE WHEN $3::timestamptz IS NULL THEN latest_data_time
-                                       ELSE GREATEST(latest_data_time, $3) END,
+    let before = sqlx::query!(
+        r#"UPDATE data_sources d
+           SET earliest_data_time = CASE WHEN $2::timestamptz IS NULL THEN d.earliest_data_time
+                                         ELSE LEAST(d.earliest_data_time, $2) END,
+               latest_data_time = CASE WHEN $3::timestamptz IS NULL THEN d.latest_data_time
+                                       ELSE GREATEST(d.latest_data_time, $3) END,
                last_import_time = $4
-           WHERE id = $1"#,
+           FROM (SELECT latest_data_time FROM data_sources WHERE id = $1 FOR UPDATE) old
+           WHERE d.id = $1
+           RETURNING old.latest_data_time"#,
         source.as_str(),
         earliest.filter(|_| stored),
         latest.filter(|_| stored),
         now
     )
-    .execute(&mut *conn)
-    .await?;
+    .fetch_optional(&mut *conn)
+    .await?
+    .and_then(|r| r.latest_data_time);
     let advanced = match (before, latest.filter(|_| stored)) {
         (None, Some(_)) => true,
         (Some(b), Some(l)) => l - b >= chrono::Duration::hours(1),

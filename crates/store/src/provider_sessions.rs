@@ -231,11 +231,13 @@ async fn fetch(
         .fetch_optional(conn)
         .await?
     };
-    let Some(r) = row else {
-        return Ok(None);
-    };
+    row.map(|r| open(keys, r)).transpose()
+}
+
+/// Decrypt a stored session.
+fn open(keys: &KeyRing, r: SessionRow) -> Result<ProviderSession> {
     let bad = |e: model::InvalidId| StoreError::corrupt(TABLE, e);
-    Ok(Some(ProviderSession {
+    Ok(ProviderSession {
         access_token: keys.open_secret(&r.key_id, &r.access_token, &aad(TABLE, &r.data_source_id, "access_token"))?,
         refresh_token: r
             .refresh_token
@@ -250,7 +252,82 @@ async fn fetch(
         scope: r.scope,
         created_time: r.created_time,
         modified_time: r.modified_time,
-    }))
+    })
+}
+
+/// What a poll starts from, read in one statement: the source's state, its decrypted session
+/// and its schedule cursor.
+#[derive(Debug, Clone)]
+pub struct PollStart {
+    pub state: model::DataSourceState,
+    /// `None`: the source has no tokens (never connected, or revoked here).
+    pub session: Option<ProviderSession>,
+    /// `None`: the source has no schedule row; `Some(None)`: scheduled, never polled.
+    pub cursor: Option<Option<serde_json::Value>>,
+}
+
+impl Store {
+    /// The three rows a poll reads before it calls the partner (data source, session, schedule),
+    /// joined: one round trip instead of three on the hot path. `None`: no such data source.
+    pub async fn poll_start(&self, id: &DataSourceId) -> Result<Option<PollStart>> {
+        let row = sqlx::query!(
+            r#"SELECT d.state, p.data_source_id IS NOT NULL AS "scheduled!", p.cursor AS "cursor?",
+                      s.data_source_id AS "s_id?", s.user_id AS "s_user?", s.provider AS "s_provider?",
+                      s.region, s.partner_account_id AS "partner_account_id?", s.key_id AS "key_id?",
+                      s.access_token AS "access_token?", s.refresh_token, s.access_expires_at, s.scope,
+                      s.created_time AS "created_time?", s.modified_time AS "modified_time?"
+               FROM data_sources d
+               LEFT JOIN provider_sessions s ON s.data_source_id = d.id
+               LEFT JOIN poll_schedule p ON p.data_source_id = d.id
+               WHERE d.id = $1"#,
+            id.as_str()
+        )
+        .fetch_optional(&self.pool)
+        .await?;
+        let Some(r) = row else {
+            return Ok(None);
+        };
+        let state = r.state.parse().map_err(|e| StoreError::corrupt("data_sources", e))?;
+        let session = match (
+            r.s_id,
+            r.s_user,
+            r.s_provider,
+            r.partner_account_id,
+            r.key_id,
+            r.access_token,
+            r.created_time,
+            r.modified_time,
+        ) {
+            (
+                Some(data_source_id),
+                Some(user_id),
+                Some(provider),
+                Some(partner_account_id),
+                Some(key_id),
+                Some(access_token),
+                Some(created_time),
+                Some(modified_time),
+            ) => Some(open(
+                &self.keys,
+                SessionRow {
+                    data_source_id,
+                    user_id,
+                    provider,
+                    region: r.region,
+                    partner_account_id,
+                    key_id,
+                    access_token,
+                    refresh_token: r.refresh_token,
+                    access_expires_at: r.access_expires_at,
+                    scope: r.scope,
+                    created_time,
+                    modified_time,
+                },
+            )?),
+            _ => None,
+        };
+        Ok(Some(PollStart { state, session, cursor: r.scheduled.then_some(r.cursor) }))
+    }
 }
 
 /// Erasure: delete every `provider_sessions` row of a user. Returns how many went.
