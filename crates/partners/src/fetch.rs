@@ -3,9 +3,10 @@
 
 use std::collections::BTreeMap;
 
-use chrono::Duration;
+use chrono::{Datelike, Duration};
 use model::DatumId;
-use model::datum::Datum;
+use model::datum::{Base, Datum};
+use model::time::{BadTime, PartnerTime, parse_partner_time};
 use serde_json::Value;
 
 /// A number that may arrive as a JSON number or inside a string (Dexcom v3 event values,
@@ -17,6 +18,28 @@ pub(crate) fn json_number(v: &Value) -> Option<f64> {
         _ => None,
     }
     .filter(|x| x.is_finite())
+}
+
+/// Whether a reading's year has the four digits (0–9999) every Tidepool time is written with.
+pub(crate) fn four_digit_year(t: &impl Datelike) -> bool {
+    (0..=9999).contains(&t.year())
+}
+
+/// A partner timestamp (`model::time::parse_partner_time`), refused unless its year has four
+/// digits. The lenient reader also takes signed six-digit years, and at chrono's edge
+/// `PartnerTime::instant` then overflows and panics (`-262143-1-1T00:00:00+18:00` did; issue 10,
+/// pinned in tests/fuzz_parsers.rs); no Tidepool time could say such a year anyway.
+pub(crate) fn partner_time(raw: &str) -> Result<PartnerTime, BadTime> {
+    parse_partner_time(raw)
+        .and_then(|t| if four_digit_year(&t.local) { Ok(t) } else { Err(BadTime(raw.chars().take(64).collect())) })
+}
+
+/// A rule of Tidepool's that `model`'s `validate` leaves out: `time` is an RFC 3339 date-time, so
+/// its year has four digits. A partner wall clock of `9999-12-31T23:59:59` west of UTC lands in
+/// year 10000, which no Tidepool time can say: such a record is skipped as invalid (found by
+/// tests/fuzz_parsers.rs, issue 10).
+pub(crate) fn check_time(base: &Base) -> Result<(), &'static str> {
+    if four_digit_year(&base.time) { Ok(()) } else { Err("time: year must have four digits") }
 }
 
 /// How far back and how often a driver reads.

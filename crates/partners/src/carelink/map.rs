@@ -6,6 +6,7 @@
 //! wall clock normalised; the raw string goes into `payload`.
 
 use crate::fetch::json_number as number;
+use crate::fetch::{check_time, four_digit_year, partner_time};
 use chrono::{DateTime, Duration, NaiveDateTime, Utc};
 use model::datum::{
     Basal, BasalDelivery, BasalDeliveryState, Base, Battery, Bolus, BolusKind, Cbg, Datum, DeviceEvent,
@@ -61,16 +62,24 @@ pub fn generation(data: &Value) -> Generation {
 
 /// A CareLink wall-clock reading: ISO (any zone suffix ignored: it is fake) or the legacy
 /// `Oct 20, 2015 13:21:00`.
+///
+/// Readings (here and in `epoch_ms`) outside years 0–9999 are unreadable: no datum could carry
+/// them, and keeping every wall clock and server time within those years keeps the payload offset
+/// within ±10,000 years, so placing a record (`local − offset`, `server time + offset`) stays far
+/// inside chrono's ±262,000 years instead of panicking on overflow (issue 10: a
+/// `lastConduitUpdateServerDateTime` at chrono's last millisecond did; pinned in
+/// tests/fuzz_parsers.rs).
 fn wall_clock(raw: &str) -> Option<NaiveDateTime> {
-    if let Ok(t) = parse_partner_time(raw) {
-        return Some(t.local);
-    }
-    NaiveDateTime::parse_from_str(raw.trim(), "%b %d, %Y %H:%M:%S").ok()
+    let local = match partner_time(raw) {
+        Ok(t) => t.local,
+        Err(_) => NaiveDateTime::parse_from_str(raw.trim(), "%b %d, %Y %H:%M:%S").ok()?,
+    };
+    four_digit_year(&local).then_some(local)
 }
 
 fn epoch_ms(v: &Value) -> Option<DateTime<Utc>> {
     let ms = number(v)? as i64;
-    (ms > 0).then(|| DateTime::from_timestamp_millis(ms)).flatten()
+    (ms > 0).then(|| DateTime::from_timestamp_millis(ms)).flatten().filter(four_digit_year)
 }
 
 /// The pump's offset from UTC (seconds east), rounded to a quarter hour. In order: the phone's
@@ -79,7 +88,7 @@ fn epoch_ms(v: &Value) -> Option<DateTime<Utc>> {
 pub fn payload_offset(data: &Value) -> Result<i64, PayloadError> {
     let round = |secs: i64| (secs as f64 / QUARTER_HOUR_SECS as f64).round() as i64 * QUARTER_HOUR_SECS;
     let conduit_raw = data["lastConduitDateTime"].as_str().unwrap_or_default();
-    let conduit = parse_partner_time(conduit_raw).ok();
+    let conduit = partner_time(conduit_raw).ok();
     if let Some(off) = conduit.and_then(|c| c.offset_secs).filter(|o| *o != 0) {
         return Ok(round(off as i64));
     }
@@ -206,7 +215,7 @@ fn raw_payload(record: &Value, keys: &[&str]) -> Value {
 }
 
 fn validated(d: Datum, batch: &mut Batch) -> Option<Datum> {
-    match d.validate() {
+    match d.validate().map_err(|e| e.to_string()).and_then(|()| check_time(d.base()).map_err(str::to_owned)) {
         Ok(()) => Some(d),
         Err(e) => {
             batch.skip("invalid", &format!("{}: {e}", d.base().kind));
@@ -218,6 +227,19 @@ fn validated(d: Datum, batch: &mut Batch) -> Option<Datum> {
 /// Sensor states that mean "no reading" whatever `sg` says.
 fn reading_ok(state: Option<&str>) -> bool {
     matches!(state, None | Some("NO_ERROR_MESSAGE" | "NORMAL" | "SG_BELOW_40_MG_DL" | "SG_ABOVE_400_MG_DL"))
+}
+
+/// An `sgs` slot without a reading — a sensor state that means "no reading" (warm-up, no data
+/// from the pump, …), or `sg` 0 or −1, CareLink's "no value" — is not a record: it is neither
+/// mapped nor counted as skipped, whatever its time says. Every other entry is a reading, mapped
+/// or skipped and counted (issue 10: a reading with no time, or an unreadable `sg`, used to
+/// vanish uncounted).
+fn empty_slot(sg: &Value) -> bool {
+    match sg["sensorState"].as_str() {
+        Some("SG_BELOW_40_MG_DL" | "SG_ABOVE_400_MG_DL") => false,
+        state if !reading_ok(state) => true,
+        _ => number(&sg["sg"]).is_some_and(|v| v <= 0.0),
+    }
 }
 
 /// Map a whole payload into `batch`.
@@ -253,23 +275,31 @@ pub fn map_payload(user: &UserId, body: &Value, batch: &mut Batch) -> Result<Gen
 
     // SGs, in the pump's order.
     let sgs: Vec<&Value> = data["sgs"].as_array().map(|a| a.iter().collect()).unwrap_or_default();
+    // Empty slots with a readable time stay in the sequence: they help place the time change.
     let timed: Vec<(&Value, NaiveDateTime)> = sgs
         .iter()
-        .filter_map(|s| {
-            let t = time_field(s)?;
-            match wall_clock(t) {
-                Some(l) => Some((*s, l)),
-                None => {
-                    batch.skip("bad_time", "unreadable SG time");
-                    None
-                }
+        .filter_map(|s| match time_field(s).and_then(wall_clock) {
+            Some(l) => Some((*s, l)),
+            None if empty_slot(s) => None,
+            // No time field at all is as unreadable as a malformed one (it used to drop silently).
+            None => {
+                batch.skip("bad_time", "unreadable SG time");
+                None
             }
         })
         .collect();
     let flags = clock.before_flags(&timed.iter().map(|(_, t)| *t).collect::<Vec<_>>());
     for ((sg, local), before) in timed.iter().zip(flags) {
-        if let Some(d) = map_sg(&ctx, sg, *local, clock.offset(before)).and_then(|d| validated(d, batch)) {
-            batch.datums.push(d);
+        if empty_slot(sg) {
+            continue;
+        }
+        match map_sg(&ctx, sg, *local, clock.offset(before)) {
+            Ok(d) => {
+                if let Some(d) = validated(d, batch) {
+                    batch.datums.push(d);
+                }
+            }
+            Err(code) => batch.skip(code, "SG"),
         }
     }
 
@@ -277,6 +307,11 @@ pub fn map_payload(user: &UserId, body: &Value, batch: &mut Batch) -> Result<Gen
     let mut by_type: Vec<(&str, Vec<(&Value, NaiveDateTime)>)> = Vec::new();
     for m in &markers {
         let kind = m["type"].as_str().unwrap_or_default();
+        // Auto-mode transitions have no Tidepool type; nothing is lost to a reader. Not records,
+        // so not counted either, whatever their time says.
+        if kind == "AUTO_MODE_STATUS" {
+            continue;
+        }
         let Some(local) = time_field(m).and_then(wall_clock) else {
             batch.skip("bad_time", &format!("unreadable {kind} marker time"));
             continue;
@@ -353,8 +388,6 @@ pub fn map_payload(user: &UserId, body: &Value, batch: &mut Batch) -> Result<Gen
                         _ => Err("no_value"),
                     }
                 }
-                // Auto-mode transitions have no Tidepool type; nothing is lost to a reader.
-                "AUTO_MODE_STATUS" => continue,
                 _ => Err("unknown_marker"),
             };
             match mapped {
@@ -414,17 +447,20 @@ fn glucose_value(m: &Value) -> Option<(&'static str, f64)> {
     (value > 0.0).then(|| tidepool_glucose(MG_DL, value))
 }
 
-fn map_sg(ctx: &Ctx, sg: &Value, local: NaiveDateTime, offset: i64) -> Option<Datum> {
+/// A reading (never an [`empty_slot`]) → `cbg`; an `sg` missing or unreadable is a skip code.
+fn map_sg(ctx: &Ctx, sg: &Value, local: NaiveDateTime, offset: i64) -> Result<Datum, &'static str> {
     let state = sg["sensorState"].as_str();
-    let raw_value = number(&sg["sg"]).unwrap_or(0.0);
     let (value, annotation) = match state {
         Some("SG_BELOW_40_MG_DL") => (39, Some(json!({"code": "bg/out-of-range", "value": "low", "threshold": 40}))),
         Some("SG_ABOVE_400_MG_DL") => {
             (401, Some(json!({"code": "bg/out-of-range", "value": "high", "threshold": 400})))
         }
-        // 0 and −1 are "no value"; 255 is a sentinel only beside an error state.
-        _ if raw_value <= 0.0 || !reading_ok(state) => return None,
-        _ => (raw_value.round() as i64, None),
+        // 0 and −1 ("no value") and 255 beside an error state are empty slots, filtered before.
+        _ => match number(&sg["sg"]) {
+            Some(v) => (v.round() as i64, None),
+            None if sg["sg"].is_null() => return Err("no_value"),
+            None => return Err("bad_value"),
+        },
     };
     let mut raw = Map::new();
     for k in ["timestamp", "datetime", "sg", "sensorState", "isBackfill", "timeChange"] {
@@ -434,7 +470,7 @@ fn map_sg(ctx: &Ctx, sg: &Value, local: NaiveDateTime, offset: i64) -> Option<Da
     }
     let mut base = ctx.base("cbg", local, offset, Value::Object(raw), "SG");
     base.annotations = annotation.into_iter().collect();
-    Some(Cbg { base, units: MG_DL, value, trend: None, trend_rate: None, trend_rate_units: None }.into())
+    Ok(Cbg { base, units: MG_DL, value, trend: None, trend_rate: None, trend_rate_units: None }.into())
 }
 
 fn map_insulin(ctx: &Ctx, m: &Value, local: NaiveDateTime, offset: i64) -> Result<Datum, &'static str> {

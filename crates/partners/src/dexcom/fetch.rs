@@ -43,7 +43,7 @@ fn dexcom_date(t: DateTime<Utc>) -> String {
 
 fn range_time(v: &Value, end: &str) -> Option<DateTime<Utc>> {
     let raw = v[end]["systemTime"].as_str()?;
-    let t = model::time::parse_partner_time(raw).ok()?;
+    let t = crate::fetch::partner_time(raw).ok()?;
     Some(t.instant().unwrap_or_else(|| t.local.and_utc()))
 }
 

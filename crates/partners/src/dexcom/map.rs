@@ -2,13 +2,14 @@
 //! counted, never fails its batch).
 
 use crate::fetch::json_number as number;
+use crate::fetch::{check_time, partner_time};
 use chrono::{DateTime, Utc};
 use model::datum::{
     Alert, Amount, Base, Cbg, CgmSettings, Datum, DeviceEvent, DeviceEventKind, Dose, Food, Insulin, LevelAlert, MG_DL,
     MMOL_L, Origin, OutOfRangeAlert, PhysicalActivity, RateAlert, RateOfChangeAlert, ReportedState, Smbg, StateEntry,
     Trend, mgdl_to_mmoll, tidepool_glucose,
 };
-use model::time::{PartnerTime, device_time, parse_partner_time, split_offset};
+use model::time::{PartnerTime, device_time, split_offset};
 use model::{DatumId, UserId};
 use serde_json::{Map, Value, json};
 use sha2::{Digest, Sha256};
@@ -94,10 +95,10 @@ struct Times {
 /// from systemTime), split into a quarter-hour zone and the clock's drift.
 fn times(record: &Value) -> Result<Times, Skip> {
     let system = record["systemTime"].as_str().ok_or(Skip::BadTime("systemTime"))?;
-    let system = parse_partner_time(system).map_err(|_| Skip::BadTime("systemTime"))?;
+    let system = partner_time(system).map_err(|_| Skip::BadTime("systemTime"))?;
     let time = system.instant().unwrap_or_else(|| system.local.and_utc());
     let display: Option<PartnerTime> = match record["displayTime"].as_str() {
-        Some(d) => Some(parse_partner_time(d).map_err(|_| Skip::BadTime("displayTime"))?),
+        Some(d) => Some(partner_time(d).map_err(|_| Skip::BadTime("displayTime"))?),
         None => None,
     };
     let Some(display) = display else {
@@ -169,6 +170,7 @@ fn base(user: &UserId, kind: &'static str, record: &Value, extra_payload: &[&str
 
 fn validated(d: Datum) -> Result<Datum, Skip> {
     d.validate().map_err(|e| Skip::Invalid(e.to_string()))?;
+    check_time(d.base()).map_err(|e| Skip::Invalid(e.into()))?;
     Ok(d)
 }
 
@@ -212,6 +214,7 @@ pub fn egv(user: &UserId, record: &Value) -> Result<Cbg, Skip> {
         trend_rate: trend_rate.filter(|_| rate_units.is_some()),
     };
     cbg.validate().map_err(|e| Skip::Invalid(e.to_string()))?;
+    check_time(&cbg.base).map_err(|e| Skip::Invalid(e.into()))?;
     Ok(cbg)
 }
 
@@ -371,12 +374,12 @@ pub fn device(user: &UserId, record: &Value) -> Result<Datum, Skip> {
     let changed = settings
         .iter()
         .filter_map(|s| s["systemTime"].as_str())
-        .filter_map(|t| parse_partner_time(t).ok())
+        .filter_map(|t| partner_time(t).ok())
         .map(|t| t.instant().unwrap_or_else(|| t.local.and_utc()))
         .max();
     let uploaded = record["lastUploadDate"]
         .as_str()
-        .and_then(|t| parse_partner_time(t).ok())
+        .and_then(|t| partner_time(t).ok())
         .map(|t| t.instant().unwrap_or_else(|| t.local.and_utc()));
     let time = changed.or(uploaded).ok_or(Skip::BadTime("lastUploadDate"))?;
     let fingerprint = settings_fingerprint(record);
