@@ -117,6 +117,38 @@ fn production_refuses_dev_secrets_hs256_and_secrets_in_files() {
     std::fs::remove_dir_all(&dir).ok();
 }
 
+/// The connect-page rate limit and the trusted proxies: defaults, the environment (a
+/// comma-separated list), and one clear error naming a bad value.
+#[test]
+fn http_limits_layer_and_are_checked() {
+    let s = Settings::load_from(&config_dir(), "dev", vars(&[])).unwrap();
+    assert_eq!((s.http.connect_rate_per_minute, s.http.connect_burst), (30, 20));
+    assert!(s.http.trusted_proxies.is_empty() && s.http_settings().trusted_proxies.is_empty());
+    let s = Settings::load_from(
+        &config_dir(),
+        "dev",
+        vars(&[
+            ("TIDEGATE_HTTP__CONNECT_RATE_PER_MINUTE", "90"),
+            ("TIDEGATE_HTTP__TRUSTED_PROXIES", "10.0.0.0/8, 192.168.1.2,"),
+        ]),
+    )
+    .unwrap();
+    assert_eq!(s.http.connect_rate_per_minute, 90);
+    assert_eq!(s.http.trusted_proxies, ["10.0.0.0/8", "192.168.1.2"]);
+    let http = s.http_settings();
+    assert_eq!(http.connect_limit, api::RateLimit { per_minute: 90, burst: 20 });
+    assert!(http.trusted_proxies.contains("10.200.0.1".parse().unwrap()));
+    assert!(!http.trusted_proxies.contains("192.168.1.3".parse().unwrap()));
+    let key = |list: &[(&str, &str)]| match Settings::load_from(&config_dir(), "dev", vars(list)).unwrap_err() {
+        ConfigError::Invalid { key, .. } => key,
+        other => panic!("{other}"),
+    };
+    assert_eq!(key(&[("TIDEGATE_HTTP__TRUSTED_PROXIES", "10.0.0.0/33")]), "http.trusted_proxies");
+    assert_eq!(key(&[("TIDEGATE_HTTP__TRUSTED_PROXIES", "proxy.internal")]), "http.trusted_proxies");
+    assert_eq!(key(&[("TIDEGATE_HTTP__CONNECT_RATE_PER_MINUTE", "0")]), "http.connect_rate_per_minute");
+    assert_eq!(key(&[("TIDEGATE_HTTP__CONNECT_BURST", "0")]), "http.connect_burst");
+}
+
 /// `TIDEGATE_CONFIG_FILE` layers after the env file and before the environment; a missing one
 /// is an error; in production it may not hold a secret either.
 #[test]

@@ -49,6 +49,9 @@ pub fn test_env(database_url: &str, extra: &[(&str, &str)]) -> Vec<(String, Stri
         ("TIDEGATE_TOKEN_KEYS".to_owned(), token_keys.expose_secret().to_owned()),
         ("TIDEGATE_AUTH__JWT_SECRET".to_owned(), jwt_secret),
         ("TIDEGATE_DATABASE__URL".to_owned(), database_url.to_owned()),
+        // Every test browses from 127.0.0.1 on a clock that often stands still: never throttle
+        // the connect pages unless a test asks for a limit (tests/e2e/limits.rs).
+        ("TIDEGATE_HTTP__CONNECT_BURST".to_owned(), "1000000".to_owned()),
     ];
     for (k, v) in extra {
         vars.retain(|(existing, _)| existing != k);

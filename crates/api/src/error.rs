@@ -38,6 +38,9 @@ pub enum ApiError {
     PayloadTooLarge,
     #[error("unsupported media type")]
     UnsupportedMediaType,
+    /// Too many requests from one client address; the next is allowed after this many seconds.
+    #[error("rate limited (retry after {retry_after_secs} s)")]
+    RateLimited { retry_after_secs: u64 },
     #[error("request timed out")]
     Timeout,
     #[error("service unavailable: {0}")]
@@ -68,6 +71,7 @@ impl ApiError {
             Self::Conflict(_) => StatusCode::CONFLICT,
             Self::PayloadTooLarge => StatusCode::PAYLOAD_TOO_LARGE,
             Self::UnsupportedMediaType => StatusCode::UNSUPPORTED_MEDIA_TYPE,
+            Self::RateLimited { .. } => StatusCode::TOO_MANY_REQUESTS,
             Self::Timeout => StatusCode::SERVICE_UNAVAILABLE,
             Self::Unavailable(_) => StatusCode::SERVICE_UNAVAILABLE,
             Self::Http(status) => *status,
@@ -87,6 +91,7 @@ impl ApiError {
             Self::Conflict(_) => "conflict",
             Self::PayloadTooLarge => "payload-too-large",
             Self::UnsupportedMediaType => "unsupported-media-type",
+            Self::RateLimited { .. } => "rate-limited",
             Self::Timeout => "timeout",
             Self::Unavailable(_) => "unavailable",
             Self::Http(_) => "http-error",
@@ -105,6 +110,7 @@ impl ApiError {
             Self::Conflict(_) => "Conflict",
             Self::PayloadTooLarge => "Request body too large",
             Self::UnsupportedMediaType => "Unsupported media type",
+            Self::RateLimited { .. } => "Too many requests",
             Self::Timeout => "Request timed out",
             Self::Unavailable(_) => "Service unavailable",
             Self::Http(status) => status.canonical_reason().unwrap_or("HTTP error"),
@@ -118,6 +124,10 @@ impl ApiError {
             Self::BadRequest(d) | Self::Conflict(d) => Some(d.clone()),
             Self::Unauthenticated(d) | Self::Forbidden(d) | Self::Unavailable(d) => Some((*d).to_owned()),
             Self::Internal(_) => Some("Something went wrong on our side; it has been logged.".into()),
+            Self::RateLimited { retry_after_secs } => Some(format!(
+                "Too many requests from this address; try again in {retry_after_secs} second{}.",
+                if *retry_after_secs == 1 { "" } else { "s" }
+            )),
             _ => None,
         }
     }
@@ -160,6 +170,9 @@ impl IntoResponse for ApiError {
         resp.headers_mut().insert(header::CONTENT_TYPE, HeaderValue::from_static(PROBLEM_JSON));
         if status == StatusCode::UNAUTHORIZED {
             resp.headers_mut().insert(header::WWW_AUTHENTICATE, HeaderValue::from_static("Bearer"));
+        }
+        if let Self::RateLimited { retry_after_secs } = &self {
+            resp.headers_mut().insert(header::RETRY_AFTER, HeaderValue::from(*retry_after_secs));
         }
         resp
     }

@@ -6,6 +6,7 @@ mod connect;
 pub mod dashboard;
 pub mod error;
 mod extract;
+pub mod limit;
 mod middleware;
 mod pages;
 mod readiness;
@@ -14,6 +15,7 @@ mod state;
 
 pub use auth::{AuthConfigError, AuthSettings, Authenticator, Caller, Claims, KeySource, Role};
 pub use error::ApiError;
+pub use limit::{IpNet, RateLimit, TrustedProxies};
 pub use partners::clinic::ClinicDirectory;
 pub use readiness::ReadinessProbe;
 pub use routes::{HttpSettings, ops_router, public_router};

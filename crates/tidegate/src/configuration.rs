@@ -114,6 +114,28 @@ pub struct AuthConfig {
 pub struct HttpConfig {
     pub body_limit_bytes: usize,
     pub request_timeout_secs: u64,
+    /// Sustained requests per minute per client address to the connect pages.
+    pub connect_rate_per_minute: u32,
+    /// Requests per client address the connect pages allow at once.
+    pub connect_burst: u32,
+    /// Proxies (addresses or CIDRs) whose `X-Forwarded-For` names the client. A list in files;
+    /// a comma-separated string in the environment.
+    #[serde(default, deserialize_with = "list_or_comma_separated")]
+    pub trusted_proxies: Vec<String>,
+}
+
+/// A list of strings from a file, or one comma-separated string from the environment.
+fn list_or_comma_separated<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Vec<String>, D::Error> {
+    #[derive(Deserialize)]
+    #[serde(untagged)]
+    enum ListOrString {
+        List(Vec<String>),
+        One(String),
+    }
+    Ok(match ListOrString::deserialize(d)? {
+        ListOrString::List(list) => list,
+        ListOrString::One(s) => s.split(',').map(str::trim).filter(|e| !e.is_empty()).map(str::to_owned).collect(),
+    })
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
@@ -350,6 +372,14 @@ impl Settings {
         if self.http.body_limit_bytes < 1024 {
             return Err(invalid("http.body_limit_bytes", "must be at least 1024"));
         }
+        if !(1..=1_000_000).contains(&self.http.connect_rate_per_minute) {
+            return Err(invalid("http.connect_rate_per_minute", "must be 1–1000000"));
+        }
+        if !(1..=1_000_000).contains(&self.http.connect_burst) {
+            return Err(invalid("http.connect_burst", "must be 1–1000000"));
+        }
+        api::TrustedProxies::parse(&self.http.trusted_proxies)
+            .map_err(|e| invalid("http.trusted_proxies", e.to_string()))?;
         if !(1..=365).contains(&self.poll.backfill_days) {
             return Err(invalid("poll.backfill_days", "must be 1–365"));
         }
@@ -446,6 +476,14 @@ impl Settings {
         api::HttpSettings {
             body_limit_bytes: self.http.body_limit_bytes,
             request_timeout: Duration::from_secs(self.http.request_timeout_secs),
+            connect_limit: api::RateLimit {
+                per_minute: self.http.connect_rate_per_minute,
+                burst: self.http.connect_burst,
+            },
+            // Checked when the settings were loaded; an entry broken since then trusts nothing.
+            trusted_proxies: api::TrustedProxies::new(
+                self.http.trusted_proxies.iter().filter_map(|p| p.parse().ok()).collect(),
+            ),
         }
     }
 

@@ -188,7 +188,9 @@ impl Application {
         let wait = |mut rx: tokio::sync::watch::Receiver<bool>| async move {
             let _ = rx.wait_for(|stop| *stop).await;
         };
-        let public = axum::serve(self.public, public_app.into_make_service()).with_graceful_shutdown(wait(rx.clone()));
+        // With the peer's address: the connect pages are rate-limited per client address.
+        let public = axum::serve(self.public, public_app.into_make_service_with_connect_info::<SocketAddr>())
+            .with_graceful_shutdown(wait(rx.clone()));
         let ops = axum::serve(self.ops, ops_app).with_graceful_shutdown(wait(rx));
         let signal = tokio::spawn(async move {
             shutdown.await;

@@ -17,15 +17,19 @@ use crate::auth::{Caller, Role};
 use crate::connect::{self, CallbackParams};
 use crate::error::ApiError;
 use crate::extract::{ApiJson, ApiPath};
+use crate::limit::{ConnectGuard, limit_connect};
 use crate::pages::problem;
 use crate::state::AppState;
 
-pub fn router() -> Router<AppState> {
-    Router::new()
-        .route("/v1/users/{userId}/restricted_tokens", post(mint_link_token))
+/// `guard` limits, per client address, the pages a person's browser opens without a bearer
+/// token (authorize, redirect, choose); minting a link token is authenticated and not limited.
+pub fn router(guard: ConnectGuard) -> Router<AppState> {
+    let browser = Router::new()
         .route("/v1/oauth/{provider}/authorize", get(authorize))
         .route("/v1/oauth/{provider}/redirect", get(redirect_get).post(redirect_post))
         .route("/v1/oauth/{provider}/choose", post(choose))
+        .route_layer(axum::middleware::from_fn_with_state(guard, limit_connect));
+    Router::new().route("/v1/users/{userId}/restricted_tokens", post(mint_link_token)).merge(browser)
 }
 
 #[derive(Debug, Deserialize)]

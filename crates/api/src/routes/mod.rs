@@ -14,14 +14,16 @@ use std::time::Duration;
 use axum::Router;
 use axum::error_handling::HandleErrorLayer;
 use axum::extract::DefaultBodyLimit;
-use axum::http::{HeaderName, Request, header};
+use axum::http::{HeaderName, HeaderValue, Request, header};
 use axum::response::IntoResponse;
 use axum::routing::get;
 use tower::ServiceBuilder;
 use tower_http::request_id::{MakeRequestUuid, PropagateRequestIdLayer, SetRequestIdLayer};
+use tower_http::set_header::SetResponseHeaderLayer;
 use tower_http::trace::TraceLayer;
 
 use crate::error::ApiError;
+use crate::limit::{ConnectGuard, Limiter, RateLimit, TrustedProxies};
 use crate::middleware::{problem_catch_all, track_metrics};
 use crate::state::AppState;
 
@@ -34,12 +36,34 @@ pub struct HttpSettings {
     pub body_limit_bytes: usize,
     /// A request still running after this answers 503 (problem+json).
     pub request_timeout: Duration,
+    /// Requests per client address to the connect pages (authorize, redirect, choose).
+    pub connect_limit: RateLimit,
+    /// Proxies whose `X-Forwarded-For` names the client (empty: the TCP peer is the client).
+    pub trusted_proxies: TrustedProxies,
 }
 
 impl Default for HttpSettings {
     fn default() -> Self {
-        Self { body_limit_bytes: 64 * 1024, request_timeout: Duration::from_secs(30) }
+        Self {
+            body_limit_bytes: 64 * 1024,
+            request_timeout: Duration::from_secs(30),
+            connect_limit: RateLimit::default(),
+            trusted_proxies: TrustedProxies::default(),
+        }
     }
+}
+
+/// Headers every public response carries unless its handler set its own: no MIME sniffing, no
+/// referrer, no framing, no active content, and no caching (answers carry tokens and personal
+/// data). The connect pages set a stricter page CSP of their own (`pages::secure`).
+fn security_headers() -> [(HeaderName, HeaderValue); 5] {
+    [
+        (header::X_CONTENT_TYPE_OPTIONS, HeaderValue::from_static("nosniff")),
+        (header::REFERRER_POLICY, HeaderValue::from_static("no-referrer")),
+        (header::X_FRAME_OPTIONS, HeaderValue::from_static("DENY")),
+        (header::CONTENT_SECURITY_POLICY, HeaderValue::from_static("default-src 'none'; frame-ancestors 'none'")),
+        (header::CACHE_CONTROL, HeaderValue::from_static("no-store")),
+    ]
 }
 
 /// The public listener: health, OpenAPI and the API.
@@ -53,11 +77,16 @@ pub fn public_router(state: AppState, http: &HttpSettings) -> Router {
             .unwrap_or_else(|| "unmatched".into());
         tracing::info_span!("request", method = %req.method(), route, request_id, caller_role = tracing::field::Empty)
     });
-    Router::new()
+    let guard = ConnectGuard {
+        limiter: Arc::new(Limiter::new(http.connect_limit)),
+        proxies: Arc::new(http.trusted_proxies.clone()),
+        clock: state.clock.clone(),
+    };
+    let mut secured = Router::new()
         .merge(health::router())
         .merge(data_sources::router())
         .merge(oauth::router())
-        .merge(connect::router())
+        .merge(connect::router(guard))
         .merge(requests::router())
         .merge(data::router())
         .fallback(|| async { ApiError::NotFound })
@@ -74,7 +103,12 @@ pub fn public_router(state: AppState, http: &HttpSettings) -> Router {
                 .layer(tower_http::limit::RequestBodyLimitLayer::new(http.body_limit_bytes)),
         )
         // Metrics innermost of the route layers so the matched route is known.
-        .route_layer(axum::middleware::from_fn(track_metrics))
+        .route_layer(axum::middleware::from_fn(track_metrics));
+    // Outermost, so every answer gets them (timeouts, 404s and 413s included).
+    for (name, value) in security_headers() {
+        secured = secured.layer(SetResponseHeaderLayer::if_not_present(name, value));
+    }
+    secured
 }
 
 /// Renders the Prometheus text exposition.
