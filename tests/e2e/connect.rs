@@ -182,10 +182,14 @@ pub async fn assert_no_secret_leaked(w: &World) {
     let dump = std::fs::read_to_string(&dump_path).unwrap();
     std::fs::remove_file(&dump_path).ok();
     let logs = logs::captured();
-    for s in &secrets {
-        assert!(!dump.contains(s.as_str()), "a simulator secret is in the pg_dump");
-        assert!(!logs.contains(s.as_str()), "a simulator secret is in the logs");
-    }
+    assert_none_in(&secrets, &dump, "the pg_dump");
+    assert_none_in(&secrets, &logs, "the logs");
+}
+
+/// Fails when any of `secrets` occurs in `haystack` (one pass, however many secrets).
+pub fn assert_none_in(secrets: &[impl AsRef<str>], haystack: &str, what: &str) {
+    let finder = aho_corasick::AhoCorasick::new(secrets.iter().map(AsRef::as_ref)).expect("secret patterns");
+    assert!(finder.find(haystack).is_none(), "a simulator secret is in {what}");
 }
 
 #[tokio::test]
@@ -300,6 +304,22 @@ async fn refusals_change_nothing() {
     let callback = at_dexcom(&mut b, &signin, "dexcom-001", true).await;
     let cross = callback.replace("/v1/oauth/dexcom/redirect", "/v1/oauth/carelink/redirect");
     results.push((Case { name: "state from another provider", status: StatusCode::BAD_REQUEST }, b.get(&cross).await));
+
+    // A state altered by one character, and a huge one, on an otherwise valid callback.
+    let mut b = Browser::new();
+    let signin = start_dexcom(&w, &mut b, &token).await;
+    let callback = at_dexcom(&mut b, &signin, "dexcom-001", true).await;
+    let state = query(&callback)["state"].clone();
+    let flipped: String = {
+        let mut c: Vec<char> = state.chars().collect();
+        let last = c.len() - 1;
+        c[last] = if c[last] == 'A' { 'B' } else { 'A' };
+        c.into_iter().collect()
+    };
+    let tampered = callback.replace(&format!("state={state}"), &format!("state={flipped}"));
+    results.push((Case { name: "tampered state", status: StatusCode::BAD_REQUEST }, b.get(&tampered).await));
+    let huge = callback.replace(&format!("state={state}"), &format!("state={}", "A".repeat(8_000)));
+    results.push((Case { name: "oversized state", status: StatusCode::BAD_REQUEST }, b.get(&huge).await));
 
     // Expired state (10 minutes).
     let mut b = Browser::new();

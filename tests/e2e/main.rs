@@ -1,5 +1,6 @@
 //! End-to-end tests: the real app over real HTTP on a fresh database per test.
 
+mod api_fuzz;
 mod auth;
 mod browser;
 mod compose;
@@ -9,7 +10,9 @@ mod dashboard;
 mod data;
 mod data_sources;
 mod demo;
+mod faults;
 mod health;
+mod limits;
 mod metrics;
 mod openapi;
 mod outbox;

@@ -43,11 +43,27 @@ async fn truth(
     start: DateTime<Utc>,
     now: DateTime<Utc>,
 ) -> BTreeMap<String, Value> {
-    let url = w.sandbox.url(&format!(
+    truth_as_of(w, login, user, start, now, None).await
+}
+
+/// [`truth`] counting only what had arrived at the partner by `as_of` (default: the
+/// simulator's now).
+pub(crate) async fn truth_as_of(
+    w: &World,
+    login: &str,
+    user: &UserId,
+    start: DateTime<Utc>,
+    now: DateTime<Utc>,
+    as_of: Option<DateTime<Utc>>,
+) -> BTreeMap<String, Value> {
+    let mut url = w.sandbox.url(&format!(
         "/admin/truth/{login}?start={}&end={}",
         model::time::format(&start),
         model::time::format(&(now + Duration::minutes(1)))
     ));
+    if let Some(t) = as_of {
+        url.push_str(&format!("&asOf={}", model::time::format(&t)));
+    }
     let t: Value = w.app.http.get(url).send().await.unwrap().json().await.unwrap();
     let mut batch = Batch::default();
     for kind in ["egvs", "events", "calibrations", "alerts"] {

@@ -30,18 +30,18 @@ pub fn tidegate_bin() -> PathBuf {
 }
 
 /// A child process, killed when dropped.
-struct Proc {
-    child: Child,
+pub(crate) struct Proc {
+    pub(crate) child: Child,
     log: PathBuf,
 }
 
 impl Proc {
-    fn pid(&self) -> u32 {
+    pub(crate) fn pid(&self) -> u32 {
         self.child.id()
     }
 
     /// SIGTERM, then wait (up to `within`) for a clean exit.
-    fn terminate(&mut self, within: StdDuration) -> bool {
+    pub(crate) fn terminate(&mut self, within: StdDuration) -> bool {
         let _ = Command::new("kill").arg("-TERM").arg(self.pid().to_string()).status();
         let deadline = Instant::now() + within;
         while Instant::now() < deadline {
@@ -53,7 +53,7 @@ impl Proc {
         false
     }
 
-    fn log(&self) -> String {
+    pub(crate) fn log(&self) -> String {
         std::fs::read_to_string(&self.log).unwrap_or_default()
     }
 }
@@ -66,7 +66,7 @@ impl Drop for Proc {
 }
 
 /// Start `tidegate worker` with the world's settings, following the simulator's clock.
-fn spawn_worker(w: &World, name: &str, extra: &[(&str, &str)]) -> Proc {
+pub(crate) fn spawn_worker(w: &World, name: &str, extra: &[(&str, &str)]) -> Proc {
     let log = std::env::temp_dir().join(format!("tidegate-{name}-{}.log", uuid::Uuid::new_v4().simple()));
     let file = std::fs::File::create(&log).expect("log file");
     let mut cmd = Command::new(tidegate_bin());
@@ -92,13 +92,13 @@ fn spawn_worker(w: &World, name: &str, extra: &[(&str, &str)]) -> Proc {
     Proc { child: cmd.spawn().expect("tidegate worker starts"), log }
 }
 
-fn user_id(i: usize) -> UserId {
+pub(crate) fn user_id(i: usize) -> UserId {
     UserId::parse(&format!("{:010x}", 0x10_0000_0000_u64 + i as u64)).expect("user id")
 }
 
 /// Connect `n` simulated Dexcom people directly (tokens from the simulator's authorization
 /// server, stored encrypted as in production), first polls jittered within a minute of `at`.
-async fn seed(w: &World, n: usize, at: DateTime<Utc>) -> Vec<DataSourceId> {
+pub(crate) async fn seed(w: &World, n: usize, at: DateTime<Utc>) -> Vec<DataSourceId> {
     let (_, auth) = &w.sandbox.sim.dexcom_auth[0];
     let redirect = format!("{}/v1/oauth/dexcom/redirect", w.app.settings.public_url);
     let dexcom = ProviderName::parse("dexcom").unwrap();
@@ -186,7 +186,7 @@ fn ks_uniform(samples: &mut [f64], lo: f64, hi: f64) -> (f64, f64) {
     (d, p)
 }
 
-fn soak() -> bool {
+pub(crate) fn soak() -> bool {
     std::env::var("TIDEGATE_SOAK").is_ok_and(|v| v == "1")
 }
 
@@ -326,7 +326,7 @@ where
     }
 }
 
-async fn scalar(w: &World, sql: &str) -> i64 {
+pub(crate) async fn scalar(w: &World, sql: &str) -> i64 {
     sqlx::query_scalar(sqlx::AssertSqlSafe(sql.to_owned())).fetch_one(w.app.store.pool()).await.unwrap()
 }
 

@@ -71,7 +71,8 @@ async fn revoke(State(sim): State<Shared>, Path(login): Path<String>) -> Respons
     Json(json!({"revokedGrants": n})).into_response()
 }
 
-/// Dexcom: `?start&end` (RFC 3339) → every record that has arrived by now in the window.
+/// Dexcom: `?start&end[&asOf]` (RFC 3339) → every record in the window that had arrived by
+/// `asOf` (default now).
 /// CareLink: `?at` (default now) → every record inside the 24 h the API serves at that time.
 async fn truth(
     State(sim): State<Shared>,
@@ -86,7 +87,12 @@ async fn truth(
             let (Some(Ok(start)), Some(Ok(end))) = (time("start"), time("end")) else {
                 return bad("start and end (RFC 3339) are required for a Dexcom account");
             };
-            Json(crate::dexcom::truth(p, start.max(sim.history_start), end, now)).into_response()
+            let as_of = match time("asOf") {
+                None => now,
+                Some(Ok(t)) => t,
+                Some(Err(_)) => return bad("asOf must be RFC 3339"),
+            };
+            Json(crate::dexcom::truth(p, start.max(sim.history_start), end, as_of)).into_response()
         }
         Partner::Carelink => {
             let at = match time("at") {

@@ -87,6 +87,8 @@ struct State {
     grants: HashMap<u64, Grant>,
     next_grant: u64,
     refreshes: u64,
+    /// People whose grant was revoked because a used refresh token came back.
+    reused: Vec<usize>,
 }
 
 #[derive(Debug)]
@@ -291,6 +293,7 @@ impl AuthServer {
         }
         if r.used {
             Self::revoke_grant(&mut s, r.grant);
+            s.reused.push(grant.person);
             return Err(err("invalid_grant", "refresh token reused; grant revoked"));
         }
         if let Some(x) = s.refresh.get_mut(refresh_token) {
@@ -304,6 +307,12 @@ impl AuthServer {
     /// How many successful refreshes this server performed.
     pub fn refresh_count(&self) -> u64 {
         self.lock().refreshes
+    }
+
+    /// People (by index) whose grant this server revoked because a used refresh token was
+    /// presented again — what a client that lost a rotated refresh token looks like.
+    pub fn reuse_revocations(&self) -> Vec<usize> {
+        self.lock().reused.clone()
     }
 
     /// The owner of a live access token.

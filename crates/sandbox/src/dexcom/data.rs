@@ -157,14 +157,17 @@ pub async fn data_range(
     };
     let now = sim.clock.now();
     // The synthetic history starts 120 days before now; lastSyncTime narrows the answer to records
-    // that arrived after it (like Dexcom, only trustworthy when recent).
+    // synced after it (like Dexcom, only trustworthy when recent). An event edited or deleted in
+    // the app syncs again when that happens, so it counts as news then.
     let since = q.get("lastSyncTime").and_then(|s| DateTime::parse_from_rfc3339(s).ok()).map(|t| t.to_utc());
     let history = sim.history_start;
-    let range = |times: Vec<(DateTime<Utc>, DateTime<Utc>)>| -> Value {
+    // (system time, first arrival, last sync): a record is in the range once it has arrived,
+    // and is news after `since` when it last synced after it.
+    let range = |times: Vec<(DateTime<Utc>, DateTime<Utc>, DateTime<Utc>)>| -> Value {
         let visible: Vec<DateTime<Utc>> = times
             .into_iter()
-            .filter(|(_, arrival)| *arrival <= now && since.is_none_or(|s| *arrival > s))
-            .map(|(t, _)| t)
+            .filter(|(_, arrival, synced)| *arrival <= now && since.is_none_or(|s| *synced > s))
+            .map(|(t, _, _)| t)
             .collect();
         match (visible.iter().min(), visible.iter().max()) {
             (Some(a), Some(b)) => json!({
@@ -176,19 +179,27 @@ pub async fn data_range(
     };
     // Only the ends matter: look at the first and last days of the history and the last 2 days.
     let recent = now - Duration::days(2);
-    let egv_times =
-        |from, to| crate::people::readings(person, from, to).map(|r| (r.system_time, r.arrival)).collect::<Vec<_>>();
+    let egv_times = |from, to| {
+        crate::people::readings(person, from, to).map(|r| (r.system_time, r.arrival, r.arrival)).collect::<Vec<_>>()
+    };
     let mut egvs = egv_times(history, history + Duration::days(1));
     egvs.extend(egv_times(recent, now + Duration::hours(1)));
     let entry_times = |from, to| {
-        crate::people::entries(person, from, to).into_iter().map(|e| (e.system_time, e.arrival)).collect::<Vec<_>>()
+        crate::people::entries(person, from, to)
+            .into_iter()
+            .map(|e| {
+                let changes = [Some(e.arrival), e.updated.map(|(t, _)| t), e.deleted_at];
+                let synced = changes.into_iter().flatten().filter(|t| *t <= now).max().unwrap_or(e.arrival);
+                (e.system_time, e.arrival, synced)
+            })
+            .collect::<Vec<_>>()
     };
     let mut events = entry_times(history, history + Duration::days(2));
     events.extend(entry_times(recent, now + Duration::hours(1)));
     let cal_times = |from, to| {
         crate::people::calibrations(person, from, to)
             .into_iter()
-            .map(|(_, t, _)| (t, t + Duration::minutes(1)))
+            .map(|(_, t, _)| (t, t + Duration::minutes(1), t + Duration::minutes(1)))
             .collect::<Vec<_>>()
     };
     let mut cals = cal_times(history, history + Duration::days(2));
