@@ -203,13 +203,6 @@ async fn history(w: &World, id: &model::DataSourceId) -> String {
     rows.join("\n")
 }
 
-fn pg_addr(url: &str) -> std::net::SocketAddr {
-    let u = reqwest::Url::parse(url).unwrap();
-    let host = u.host_str().unwrap();
-    let host = if host == "localhost" { "127.0.0.1" } else { host };
-    format!("{host}:{}", u.port().unwrap_or(5432)).parse().unwrap()
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_fault_matrix_over_simulated_days_equals_the_ground_truth() {
     let (sources, days, kill_every) = if soak() {
@@ -237,7 +230,7 @@ async fn the_fault_matrix_over_simulated_days_equals_the_ground_truth() {
     let groups: Vec<Group> = (0..sources).map(|i| group(i, sources)).collect();
 
     // Workers reach the database through a proxy the test can cut.
-    let proxy = tidegate_e2e::Proxy::start(pg_addr(&w.app.db.url)).await;
+    let proxy = tidegate_e2e::Proxy::start(crate::health::pg_addr(&w.app.db.url)).await;
     let proxied =
         tidegate_e2e::db::with_database(&format!("postgres://postgres@{}/postgres", proxy.addr), &w.app.db.name);
     let env = |i: usize| -> Vec<(String, String)> {

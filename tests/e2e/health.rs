@@ -22,7 +22,7 @@ async fn ready_when_migrated() {
     app.stop().await;
 }
 
-fn pg_addr(url: &str) -> SocketAddr {
+pub(crate) fn pg_addr(url: &str) -> SocketAddr {
     let u = reqwest::Url::parse(url).unwrap();
     let host = u.host_str().unwrap();
     let host = if host == "localhost" { "127.0.0.1" } else { host };
