@@ -38,8 +38,11 @@ fn bad(msg: &str) -> Response {
     (StatusCode::BAD_REQUEST, Json(json!({"error": msg}))).into_response()
 }
 
+/// The simulated time to the microsecond: processes following this clock must not run up to a
+/// second behind it (at whole seconds, a worker following a frozen clock never reached what it
+/// had itself written a moment after the last whole second).
 async fn get_clock(State(sim): State<Shared>) -> Response {
-    Json(json!({"now": fmt_time(&sim.clock.now())})).into_response()
+    Json(json!({"now": sim.clock.now().to_rfc3339_opts(chrono::SecondsFormat::Micros, true)})).into_response()
 }
 
 #[derive(Deserialize)]

@@ -167,10 +167,12 @@ impl OutboxWorker {
         let now = self.clock.now();
         let mut conn = self.store.pool().acquire().await?;
         if !outbox::acquire_lease(&mut conn, user, kind, self.owner, now + self.settings.lease, now).await? {
+            tracing::debug!(user = %user, kind = kind.as_str(), "another deliverer holds the lease");
             return Ok(false);
         }
         let rows = outbox::pending(&mut conn, user, kind).await?;
         drop(conn);
+        tracing::debug!(user = %user, kind = kind.as_str(), rows = rows.len(), "delivering");
         let result = match kind {
             Kind::ClinicReport => self.report(user, &rows).await,
             Kind::PatientMessage => self.messages(user, &rows).await,
@@ -187,7 +189,9 @@ impl OutboxWorker {
                     };
                     metrics::counter!("tidegate_outbox_deliveries_total", "kind" => kind.as_str(), "outcome" => label)
                         .increment(1);
-                    outbox::settle(&mut conn, user, kind, self.owner, &ids, &outcome, self.clock.now()).await?;
+                    let recorded =
+                        outbox::settle(&mut conn, user, kind, self.owner, &ids, &outcome, self.clock.now()).await?;
+                    tracing::debug!(user = %user, kind = kind.as_str(), outcome = label, recorded, "delivery settled");
                 }
             }
             Err(e) => tracing::warn!(error = %e, user = %user, "delivery could not be prepared"),

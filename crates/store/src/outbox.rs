@@ -57,12 +57,16 @@ impl Kind {
     }
 }
 
-/// Users with due deliveries of a kind, oldest first.
+/// Users with due deliveries of a kind whose delivery lease is free, oldest first. (A user
+/// whose lease another deliverer holds, or a crashed one held, waits for it to be released or
+/// to expire; left in, such users would fill the batch and starve everyone behind them.)
 pub async fn due_users(conn: &mut PgConnection, kind: Kind, now: DateTime<Utc>, limit: i64) -> Result<Vec<UserId>> {
     let rows = sqlx::query_scalar!(
-        r#"SELECT user_id AS "user_id!" FROM outbox
-           WHERE kind = $1 AND delivered_time IS NULL AND parked_time IS NULL AND available_at <= $2
-           GROUP BY user_id ORDER BY min(available_at) LIMIT $3"#,
+        r#"SELECT o.user_id AS "user_id!" FROM outbox o
+           WHERE o.kind = $1 AND o.delivered_time IS NULL AND o.parked_time IS NULL AND o.available_at <= $2
+             AND NOT EXISTS (SELECT 1 FROM outbox_leases l
+                             WHERE l.user_id = o.user_id AND l.kind = o.kind AND l.lease_until > $2)
+           GROUP BY o.user_id ORDER BY min(o.available_at) LIMIT $3"#,
         kind.as_str(),
         now,
         limit

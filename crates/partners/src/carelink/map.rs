@@ -401,8 +401,12 @@ pub fn map_payload(user: &UserId, body: &Value, batch: &mut Batch) -> Result<Gen
         }
     }
 
-    // Alarms (the pump's `ALARM` notifications; alerts and reminders are not alarms).
+    // Alarms (the pump's `ALARM` notifications; alerts and reminders are not alarms). The history
+    // reaches further back than the markers, so a clock change inside the payload can fall
+    // after some alarms: they are placed with the offset before it, oldest first (alarms carry
+    // no sequence; in an hour repeated by a change back, one could still be an hour off).
     let history = &data["notificationHistory"];
+    let mut alarms: Vec<(&Value, NaiveDateTime)> = Vec::new();
     for n in history["clearedNotifications"]
         .as_array()
         .into_iter()
@@ -412,10 +416,14 @@ pub fn map_payload(user: &UserId, body: &Value, batch: &mut Batch) -> Result<Gen
         if n["type"].as_str() != Some("ALARM") {
             continue;
         }
-        let Some(local) = n["triggeredDateTime"].as_str().or(n["dateTime"].as_str()).and_then(wall_clock) else {
-            batch.skip("bad_time", "unreadable alarm time");
-            continue;
-        };
+        match n["triggeredDateTime"].as_str().or(n["dateTime"].as_str()).and_then(wall_clock) {
+            Some(local) => alarms.push((n, local)),
+            None => batch.skip("bad_time", "unreadable alarm time"),
+        }
+    }
+    alarms.sort_by_key(|(_, local)| *local);
+    let flags = clock.before_flags(&alarms.iter().map(|(_, t)| *t).collect::<Vec<_>>());
+    for ((n, local), before) in alarms.into_iter().zip(flags) {
         let fault = n["faultId"].as_str().map(str::to_owned).or_else(|| n["faultId"].as_i64().map(|f| f.to_string()));
         let raw = json!({
             "time": n["triggeredDateTime"].as_str().or(n["dateTime"].as_str()),
@@ -426,7 +434,7 @@ pub fn map_payload(user: &UserId, body: &Value, batch: &mut Batch) -> Result<Gen
         });
         let key = format!("ALARM:{}", fault.as_deref().unwrap_or("?"));
         let d = DeviceEvent {
-            base: ctx.base("deviceEvent", local, clock.offset(false), raw, &key),
+            base: ctx.base("deviceEvent", local, clock.offset(before), raw, &key),
             event: DeviceEventKind::Alarm { alarm_type: "other" },
         };
         if let Some(d) = validated(d.into(), batch) {

@@ -63,6 +63,13 @@ fn arrived(p: &Person, t: DateTime<Utc>, now: DateTime<Utc>) -> (bool, bool) {
     (t + delay <= now, late)
 }
 
+/// The phone uploads every five minutes (49 s after the slot): repeated calls between uploads
+/// see the same upload time, as with the real service.
+fn last_upload(now: DateTime<Utc>) -> DateTime<Utc> {
+    let slot = (now - Duration::seconds(49)).timestamp().div_euclid(300) * 300;
+    DateTime::from_timestamp(slot + 49, 0).unwrap_or(now)
+}
+
 fn sgs(p: &Person, now: DateTime<Utc>) -> Vec<Value> {
     let last = people::slot_at_or_before(p, now - Duration::seconds(60));
     ((last - 287)..=last)
@@ -106,7 +113,6 @@ fn markers(p: &Person, now: DateTime<Utc>) -> Vec<Timed> {
     let mut out: Vec<Timed> = Vec::new();
     let mut push = |at: DateTime<Utc>, v: Value| out.push(Timed { at, value: v });
     let max_auto = 1.4616;
-    let mut suspended = false;
     // Auto-basal micro-doses every 5 minutes, suspended below 65 mg/dL.
     let first = people::slot_at_or_before(p, start) + 1;
     let last = people::slot_at_or_before(p, now);
@@ -117,13 +123,13 @@ fn markers(p: &Person, now: DateTime<Utc>) -> Vec<Timed> {
         }
         let g = people::glucose(p, t);
         if g < 65.0 {
-            if !suspended {
+            // The suspension's start is the pump's record, whatever window or upload shows it.
+            let before = people::glucose(p, people::slot_time(p, slot - 1) + Duration::seconds(55));
+            if before >= 65.0 {
                 push(t, marker("LOW_GLUCOSE_SUSPENDED", pump_time(p, t), json!({}), json!({}), views("TBD", -1)));
             }
-            suspended = true;
             continue;
         }
-        suspended = false;
         let rate = (0.45 + (g - 120.0) / 120.0).clamp(0.0, max_auto);
         let dose = units(rate / 12.0);
         if dose > 0.0 {
@@ -212,12 +218,17 @@ fn markers(p: &Person, now: DateTime<Utc>) -> Vec<Timed> {
             );
         }
     }
-    // A daylight-saving change inside the window: the pump's clock is moved.
-    let mut t = start;
+    // A daylight-saving change inside the window: the pump's clock is moved. The marker comes
+    // with the first upload after it — the upload whose phone clock (`lastConduitDateTime`)
+    // shows the new time: a payload never has the one without the other.
+    // Zones change on the hour or half hour: walk half hours aligned to the clock, so the change
+    // lands on its own instant whatever the window's start.
+    let upload = last_upload(now);
+    let mut t = DateTime::from_timestamp(start.timestamp().div_euclid(1800) * 1800, 0).unwrap_or(start);
     while t < now {
         let next = t + Duration::minutes(30);
         let (a, b) = (t.with_timezone(&p.tz).offset().fix(), next.with_timezone(&p.tz).offset().fix());
-        if a != b && arrived(p, next, now).0 {
+        if a != b && next > start && next <= upload {
             let change = json!({"previousDateTime": fmt(next.with_timezone(&a).naive_local()), "newDateTime": fmt(pump_time(p, next))});
             push(next, marker("TIME_CHANGE", pump_time(p, next), change, json!({}), views("TBD", -1)));
         }
@@ -298,10 +309,7 @@ pub fn patient_data(p: &Person, now: DateTime<Utc>) -> Value {
     let avg = if real.is_empty() { 0.0 } else { real.iter().sum::<i64>() as f64 / real.len() as f64 };
     let in_range = real.iter().filter(|v| (70..=180).contains(*v)).count();
     let tir = if real.is_empty() { 0 } else { (in_range * 100 / real.len()) as i64 };
-    // The phone uploads every five minutes (49 s after the slot): repeated calls between
-    // uploads see the same upload time, as with the real service.
-    let upload_slot = (now - Duration::seconds(49)).timestamp().div_euclid(300) * 300;
-    let conduit = DateTime::from_timestamp(upload_slot + 49, 0).unwrap_or(now);
+    let conduit = last_upload(now);
     let pump_now = pump_time(p, now);
     json!({
         "clientTimeZoneName": p.tz.name(),
