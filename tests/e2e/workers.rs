@@ -101,27 +101,40 @@ pub(crate) fn user_id(i: usize) -> UserId {
 pub(crate) async fn seed(w: &World, n: usize, at: DateTime<Utc>) -> Vec<DataSourceId> {
     let (_, auth) = &w.sandbox.sim.dexcom_auth[0];
     let redirect = format!("{}/v1/oauth/dexcom/redirect", w.app.settings.public_url);
-    let dexcom = ProviderName::parse("dexcom").unwrap();
     let mut ids = Vec::with_capacity(n);
     for i in 0..n {
         let code = auth.issue_code(tidegate_e2e::DEXCOM_CLIENT, &redirect, i, "offline_access", None, at);
         let tokens = auth.exchange_code(tidegate_e2e::DEXCOM_CLIENT, &code, &redirect, None, at).expect("tokens");
-        let c = Connection {
-            user: user_id(i),
-            provider: dexcom.clone(),
-            region: Some("us".into()),
-            partner_account_id: format!("sim-dexcom-{i}"),
-            access_token: SecretString::from(tokens.access_token),
-            refresh_token: Some(SecretString::from(tokens.refresh_token)),
-            access_expires_at: Some(at + Duration::seconds(tokens.expires_in)),
-            scope: Some(tokens.scope),
-            link_token_hash: None,
-            first_poll_at: at + Duration::milliseconds((i as i64 * 60_000) / n as i64),
-        };
-        let source = w.app.store.connect(&Actor::system(), &c, at).await.expect("connect");
-        ids.push(source.id);
+        let first_poll_at = at + Duration::milliseconds((i as i64 * 60_000) / n as i64);
+        ids.push(store_grant(w, "dexcom", i, format!("sim-dexcom-{i}"), tokens, at, first_poll_at).await);
     }
     ids
+}
+
+/// Store the tokens the simulator issued person `i` as `user_id(i)`'s connection (US region),
+/// encrypted as in production.
+pub(crate) async fn store_grant(
+    w: &World,
+    provider: &str,
+    i: usize,
+    partner_account_id: String,
+    tokens: sandbox::authserver::Tokens,
+    at: DateTime<Utc>,
+    first_poll_at: DateTime<Utc>,
+) -> DataSourceId {
+    let c = Connection {
+        user: user_id(i),
+        provider: ProviderName::parse(provider).expect("provider"),
+        region: Some("us".into()),
+        partner_account_id,
+        access_token: SecretString::from(tokens.access_token),
+        refresh_token: Some(SecretString::from(tokens.refresh_token)),
+        access_expires_at: Some(at + Duration::seconds(tokens.expires_in)),
+        scope: Some(tokens.scope),
+        link_token_hash: None,
+        first_poll_at,
+    };
+    w.app.store.connect(&Actor::system(), &c, at).await.expect("connect").id
 }
 
 /// Wait until nothing is due at `at` and no lease is held (every due poll done).

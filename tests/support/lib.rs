@@ -9,7 +9,7 @@ pub mod browser;
 pub mod logs;
 pub mod mail;
 
-pub use testkit::{Proxy, db, proxy};
+pub use testkit::{Cluster, Proxy, Restart, db, proxy};
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
@@ -112,6 +112,11 @@ pub async fn spawn_world(extra: &[(&str, &str)]) -> World {
 /// [`spawn_world`] with a simulator configuration of the test's own (its clinic token and start
 /// time are set here).
 pub async fn spawn_world_with(config: sandbox::SandboxConfig, extra: &[(&str, &str)]) -> World {
+    spawn_world_on(TestDb::create().await, config, extra).await
+}
+
+/// [`spawn_world_with`] on a database of the test's choosing (e.g. on a [`Cluster`] it restarts).
+pub async fn spawn_world_on(db: TestDb, config: sandbox::SandboxConfig, extra: &[(&str, &str)]) -> World {
     logs::init();
     let clinic_token = format!("clinic-{}", uuid::Uuid::new_v4().simple());
     let dexcom_secret = format!("dexcom-{}", uuid::Uuid::new_v4().simple());
@@ -158,7 +163,6 @@ pub async fn spawn_world_with(config: sandbox::SandboxConfig, extra: &[(&str, &s
     for (k, v) in extra {
         vars.push(((*k).to_owned(), (*v).to_owned()));
     }
-    let db = TestDb::create().await;
     let refs: Vec<(&str, &str)> = vars.iter().map(|(k, v)| (k.as_str(), v.as_str())).collect();
     let env = test_env(&db.url, &refs);
     let settings = Settings::load_from(&config_dir(), "test", env.clone()).expect("test settings load");

@@ -42,7 +42,11 @@ pub struct TestDb {
 impl TestDb {
     /// Create a fresh, empty database on the test server.
     pub async fn create() -> Self {
-        let admin_url = ensure_server().await;
+        Self::create_on(ensure_server().await).await
+    }
+
+    /// Create a fresh, empty database on the server at `admin_url` (e.g. a [`crate::Cluster`]).
+    pub async fn create_on(admin_url: String) -> Self {
         let name = format!("tidegate_test_{}", uuid::Uuid::new_v4().simple());
         let mut conn = PgConnection::connect(&admin_url).await.expect("connect to the test server");
         sqlx::raw_sql(sqlx::AssertSqlSafe(format!("CREATE DATABASE {name}")))
