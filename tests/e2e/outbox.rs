@@ -260,3 +260,24 @@ async fn a_connection_request_is_mailed_with_a_working_link() {
     w.app.clock.advance(chrono::Duration::days(29));
     assert_eq!(reqwest::get(&link).await.unwrap().status(), StatusCode::OK);
 }
+
+#[tokio::test]
+async fn a_user_whose_delivery_lease_is_held_does_not_block_the_others() {
+    let w = spawn_world(&[]).await;
+    let now = w.app.clock.now();
+    let (alice, bob) = (UserId::parse(ALICE).unwrap(), UserId::parse(BOB).unwrap());
+    let mut conn = w.app.store.pool().acquire().await.unwrap();
+    // Alice's report is the older one; a crashed deliverer still holds her lease.
+    store::outbox::enqueue_clinic_report(&mut conn, &alice, now - chrono::Duration::seconds(10)).await.unwrap();
+    store::outbox::enqueue_clinic_report(&mut conn, &bob, now - chrono::Duration::seconds(5)).await.unwrap();
+    let kind = store::outbox::Kind::ClinicReport;
+    let crashed = uuid::Uuid::new_v4();
+    let until = now + chrono::Duration::seconds(60);
+    assert!(store::outbox::acquire_lease(&mut conn, &alice, kind, crashed, until, now).await.unwrap());
+    // A batch of one holds Bob, not the held Alice.
+    let due = store::outbox::due_users(&mut conn, kind, now, 1).await.unwrap();
+    assert_eq!(due, vec![bob.clone()]);
+    // Once the lease has expired, Alice is due again, first.
+    let later = until + chrono::Duration::seconds(1);
+    assert_eq!(store::outbox::due_users(&mut conn, kind, later, 2).await.unwrap(), vec![alice, bob]);
+}

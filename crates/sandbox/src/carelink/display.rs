@@ -218,11 +218,10 @@ fn markers(p: &Person, now: DateTime<Utc>) -> Vec<Timed> {
             );
         }
     }
-    // A daylight-saving change inside the window: the pump's clock is moved. The marker comes
-    // with the first upload after it — the upload whose phone clock (`lastConduitDateTime`)
-    // shows the new time: a payload never has the one without the other.
-    // Zones change on the hour or half hour: walk half hours aligned to the clock, so the change
-    // lands on its own instant whatever the window's start.
+    // A daylight-saving change inside the window: the pump's clock is moved. The marker sits on
+    // the change's own instant (zones change on the hour or half hour: walk half hours aligned
+    // to the clock, whatever the window's start) and comes with the first upload after it, the
+    // one whose phone clock (`lastConduitDateTime`) shows the new time.
     let upload = last_upload(now);
     let mut t = DateTime::from_timestamp(start.timestamp().div_euclid(1800) * 1800, 0).unwrap_or(start);
     while t < now {
