@@ -230,3 +230,28 @@ mod toml_like {
         Table(keys)
     }
 }
+
+#[test]
+fn the_polls_connections_must_fit_the_pool_and_the_defaults_are_consistent() {
+    let load = |list: &[(&str, &str)]| Settings::load_from(&config_dir(), "dev", vars(list));
+    // Defaults: 16 connections, 12 for polls (4 kept for claims, upkeep, the API and the outbox),
+    // 32 polls in flight: no warning.
+    let s = load(&[]).unwrap();
+    assert_eq!((s.database.max_connections, s.poll_connections(), s.worker.max_in_flight), (16, 12, 32));
+    assert_eq!(s.pool_warning(), None);
+    assert_eq!(s.worker_settings().connection_wait, std::time::Duration::from_secs(150), "a quarter of the lease");
+    // The shipped test profile is consistent too.
+    let t = Settings::load_from(&config_dir(), "test", vars(&[("TIDEGATE_AUTH__JWT_SECRET", SECRET)])).unwrap();
+    assert_eq!((t.poll_connections(), t.pool_warning()), (6, None));
+    // More poll connections than the pool can spare, a pool too small for any poll, a wait past
+    // half the lease: refused, naming the setting.
+    let err = |list: &[(&str, &str)]| load(list).unwrap_err().to_string();
+    let e = err(&[("TIDEGATE_DATABASE__MAX_CONNECTIONS", "8"), ("TIDEGATE_WORKER__POLL_CONNECTIONS", "7")]);
+    assert!(e.contains("worker.poll_connections") && e.contains("1–6"), "{e}");
+    assert!(err(&[("TIDEGATE_DATABASE__MAX_CONNECTIONS", "2")]).contains("database.max_connections"));
+    assert!(err(&[("TIDEGATE_WORKER__CONNECTION_WAIT_SECS", "301")]).contains("worker.connection_wait_secs"));
+    // Far more polls in flight than connections: served (they queue), but said loudly.
+    let s = load(&[("TIDEGATE_DATABASE__MAX_CONNECTIONS", "8"), ("TIDEGATE_WORKER__MAX_IN_FLIGHT", "32")]).unwrap();
+    let w = s.pool_warning().expect("warns");
+    assert!(w.contains("polls will queue for connections") && w.contains("max_in_flight = 32"), "{w}");
+}

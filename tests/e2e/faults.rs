@@ -516,6 +516,30 @@ async fn the_fault_matrix_over_simulated_days_equals_the_ground_truth() {
         .await
         .unwrap();
     settle(&w, at, &dead, true, true, StdDuration::from_secs(180)).await;
+    // A source whose last poll failed transiently (a fault's tail, our own pool contention) was
+    // rescheduled with backoff and is not due now: poll it again, from where it stood, so the
+    // comparison measures what the run lost, not when its retry happened to be due. A source
+    // still failing after three rounds is reported below with its history.
+    let mut repolled = Vec::new();
+    for _ in 0..3 {
+        let retry: Vec<String> = sqlx::query_scalar(
+            "UPDATE poll_schedule s SET next_run_at = $1
+             FROM (SELECT DISTINCT ON (data_source_id) data_source_id, outcome FROM poll_runs
+                   ORDER BY data_source_id, finished_at DESC, id DESC) r
+             WHERE r.data_source_id = s.data_source_id AND r.outcome IN ('transient', 'pool_busy')
+               AND NOT s.paused AND s.next_run_at > $1
+             RETURNING s.data_source_id",
+        )
+        .bind(at - Duration::seconds(1))
+        .fetch_all(w.app.store.pool())
+        .await
+        .unwrap();
+        if retry.is_empty() {
+            break;
+        }
+        repolled.push(retry.len());
+        settle(&w, at, &dead, true, true, StdDuration::from_secs(180)).await;
+    }
     let wall = began.elapsed();
     for p in &mut workers {
         assert!(p.terminate(StdDuration::from_secs(30)), "clean shutdown:\n{}", p.log());
@@ -657,7 +681,7 @@ async fn the_fault_matrix_over_simulated_days_equals_the_ground_truth() {
         crate::connect::assert_none_in(&secrets, log, "a worker's log");
     }
     eprintln!(
-        "fault matrix: {sources} sources, {days} simulated days + 6 h recovery, {} steps in {wall:.0?}; {kills} SIGKILLs ({} processes), DB cut {}–{} h, clinic down {}–{} h ({reports} clinic reports, {refused} failed delivery attempts, every report delivered); {datums} datums equal the ground truth; poll outcomes {outcomes:?}; {stalled} leases left to expire (outcome not recordable); grants lost to a kill between rotation and commit: {lost_to_kills:?}; {} simulator secrets absent from pg_dump and {} process logs",
+        "fault matrix: {sources} sources, {days} simulated days + 6 h recovery, {} steps in {wall:.0?}; {kills} SIGKILLs ({} processes), DB cut {}–{} h, clinic down {}–{} h ({reports} clinic reports, {refused} failed delivery attempts, every report delivered); {datums} datums equal the ground truth; poll outcomes {outcomes:?}; {stalled} leases left to expire (outcome not recordable); grants lost to a kill between rotation and commit: {lost_to_kills:?}; {} simulator secrets absent from pg_dump and {} process logs; sources re-polled after a transient last poll, per round: {repolled:?}",
         n_step,
         kills + workers.len(),
         db_down.0.num_hours(),

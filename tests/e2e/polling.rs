@@ -447,3 +447,59 @@ async fn a_budget_below_demand_stretches_intervals_evenly_and_is_never_exceeded(
     assert!(kinds.iter().all(|k| k == "stretched" || k == "blackout" || k == "budget"), "{kinds:?}");
     invariants_hold(&w).await;
 }
+
+/// Every connection the polls may hold stays busy past the wait: the poll ends `pool_busy` —
+/// not "database unavailable" — in the history, the metrics and the dashboard, keeps its attempts,
+/// and is polled normally once connections free up.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_poll_that_waits_too_long_for_a_connection_is_pool_busy_not_unavailable() {
+    let w = tidegate_e2e::spawn_world(&[
+        ("TIDEGATE_WORKER__POLL_CONNECTIONS", "1"),
+        ("TIDEGATE_WORKER__CONNECTION_WAIT_SECS", "1"),
+    ])
+    .await;
+    let id = connected(&w, ALICE, "dexcom-001").await;
+    let worker = w.app.poll_worker();
+    let due = schedule(&w, &id).await.next_run_at;
+    set_time(&w, due);
+    // Hold the polls' only connection for 1.5 s: the poll's first database phase waits 1 s and
+    // gives up; recording the outcome then gets the connection.
+    let held = worker.poll_store().acquire().await.unwrap();
+    let release = tokio::spawn(async move {
+        tokio::time::sleep(std::time::Duration::from_millis(1_500)).await;
+        drop(held);
+    });
+    assert_eq!(pass(&worker).await, 1);
+    release.await.unwrap();
+    let error: Option<String> =
+        sqlx::query_scalar("SELECT error FROM poll_runs WHERE data_source_id = $1 AND outcome = 'pool_busy'")
+            .bind(id.as_str())
+            .fetch_optional(w.app.store.pool())
+            .await
+            .unwrap()
+            .flatten();
+    assert_eq!(error.as_deref(), Some("database pool busy"), "{:?}", runs(&w, &id).await);
+    let s = schedule(&w, &id).await;
+    assert_eq!((s.next_kind.as_str(), s.attempts), ("pool_busy", 0), "our contention is not the source's failure");
+    assert!(s.next_run_at > due && s.next_run_at <= due + Duration::seconds(60), "retried soon: {}", s.next_run_at);
+    assert_eq!(source_state(&w, ALICE, "dexcom").await, Some(DataSourceState::Connected));
+
+    let metrics = w.app.http.get(w.app.ops_url("/metrics")).send().await.unwrap().text().await.unwrap();
+    assert!(
+        metrics.lines().any(|l| l.starts_with("tidegate_polls_total")
+            && l.contains("outcome=\"pool_busy\"")
+            && !l.contains("outcome=\"transient\"")),
+        "{metrics}"
+    );
+    assert!(metrics.contains("tidegate_db_pool_busy_total"), "{metrics}");
+    let page = w.app.http.get(w.app.ops_url("/admin")).send().await.unwrap().text().await.unwrap();
+    assert!(page.contains("pool_busy"), "the dashboard's outcomes name it");
+    assert!(page.contains("waited too long for a database connection"), "and say what it means");
+    assert!(!page.contains("database unavailable"), "never called an outage");
+
+    // Connections free: the retry imports as usual.
+    set_time(&w, s.next_run_at);
+    assert_eq!(pass(&worker).await, 1);
+    assert_eq!(runs(&w, &id).await.last().map(|(o, _)| o.clone()).as_deref(), Some("success"));
+    invariants_hold(&w).await;
+}

@@ -469,3 +469,70 @@ async fn two_worker_processes_racing_to_refresh_one_token_send_one_refresh() {
     let v = store::lifecycle::check_invariants(&w.app.store).await.unwrap();
     assert!(v.is_empty(), "{v:?}");
 }
+
+/// A burst — every one of 200 sources due at once (as after an outage, a blackout's end or a
+/// deploy) — on one worker process whose pool is a quarter of its in-flight limit (8 connections,
+/// 32 polls), with Postgres slowed: polls wait their turn for a connection instead of failing at
+/// the pool's 1 s acquire timeout; none ends as "database unavailable" or `pool_busy`, every
+/// source is imported, and start-up warned that polls would queue.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_burst_of_due_polls_on_a_quarter_sized_pool_waits_for_connections_and_imports_everything() {
+    const SOURCES: usize = 200;
+    let start = tidegate_e2e::test_epoch();
+    let w = tidegate_e2e::spawn_world_with(small_world_config(SOURCES), &[]).await;
+    w.sandbox.sim.clock.set(start);
+    let ids = seed(&w, SOURCES, start).await;
+    // Slow Postgres: every statement that writes datums, moves the schedule or records a poll
+    // sleeps 0.2 s, so each poll holds its connections ≈ 0.6 s and 32 of them queue for 8.
+    sqlx::raw_sql(
+        "CREATE FUNCTION test_slow() RETURNS trigger LANGUAGE plpgsql AS $$
+           BEGIN PERFORM pg_sleep(0.2); RETURN NULL; END $$;
+         CREATE TRIGGER test_slow AFTER INSERT OR UPDATE ON datums
+           FOR EACH STATEMENT EXECUTE FUNCTION test_slow();
+         CREATE TRIGGER test_slow AFTER UPDATE ON poll_schedule
+           FOR EACH STATEMENT EXECUTE FUNCTION test_slow();
+         CREATE TRIGGER test_slow AFTER INSERT ON poll_runs
+           FOR EACH STATEMENT EXECUTE FUNCTION test_slow();",
+    )
+    .execute(w.app.store.pool())
+    .await
+    .unwrap();
+    let at = start + Duration::minutes(2);
+    w.sandbox.sim.clock.set(at);
+    assert_eq!(
+        scalar(&w, &format!("SELECT count(*) FROM poll_schedule WHERE next_run_at <= '{}'", at.to_rfc3339())).await,
+        SOURCES as i64,
+        "all due at once"
+    );
+    let mut worker = spawn_worker(
+        &w,
+        "burst",
+        &[
+            ("TIDEGATE_DATABASE__MAX_CONNECTIONS", "8"),
+            ("TIDEGATE_DATABASE__ACQUIRE_TIMEOUT_SECS", "1"),
+            ("TIDEGATE_WORKER__MAX_IN_FLIGHT", "32"),
+            ("TIDEGATE_WORKER__BATCH", "32"),
+        ],
+    );
+    settle(&w, at, StdDuration::from_secs(300)).await;
+    assert!(worker.terminate(StdDuration::from_secs(30)), "{}", worker.log());
+    let log = worker.log();
+    assert!(log.contains("polls will queue for connections"), "start-up warns about the ratio:\n{log}");
+    let outcomes: Vec<(String, i64)> =
+        sqlx::query_as("SELECT outcome, count(*) FROM poll_runs GROUP BY outcome ORDER BY outcome")
+            .fetch_all(w.app.store.pool())
+            .await
+            .unwrap();
+    assert_eq!(outcomes, vec![("success".to_owned(), SOURCES as i64)], "{log}");
+    assert_eq!(scalar(&w, "SELECT count(*) FROM poll_runs WHERE error IS NOT NULL").await, 0);
+    assert!(!log.contains("database unavailable") && !log.contains("pool busy"), "{log}");
+    for id in &ids {
+        let s = w.app.store.get_data_source(id).await.unwrap().unwrap();
+        assert!(s.last_import_time.is_some(), "{} imported", id.as_str());
+        let n = scalar(&w, &format!("SELECT count(*) FROM datums WHERE data_source_id = '{}'", id.as_str())).await;
+        assert!(n > 0, "{} has data", id.as_str());
+    }
+    eprintln!("burst: {SOURCES} polls on 6 poll connections (pool 8, 32 in flight): all success");
+    let v = store::lifecycle::check_invariants(&w.app.store).await.unwrap();
+    assert!(v.is_empty(), "{v:?}");
+}

@@ -86,7 +86,7 @@ async fn check_link(state: &AppState, raw: Option<&str>, provider: &ProviderName
             "Open the link exactly as you received it.",
         )
     })?;
-    let mut conn = state.store.pool().acquire().await.map_err(|_| unavailable())?;
+    let mut conn = state.store.acquire().await.map_err(|_| unavailable())?;
     let token = link_tokens::find(&mut conn, &link_tokens::hash(&id)).await.map_err(|_| unavailable())?;
     let token = token.ok_or_else(|| {
         problem(
@@ -188,7 +188,7 @@ pub async fn authorize(
         expires_at: now + state.connect.authorization_ttl,
     };
     let inserted = async {
-        let mut conn = state.store.pool().acquire().await?;
+        let mut conn = state.store.acquire().await?;
         oauth_authorizations::insert(&mut conn, state.store.keys(), &new, now).await
     }
     .await;
@@ -399,7 +399,7 @@ async fn spend_budget(state: &AppState, partner: &Partner) -> bool {
     }
     let window = store::partner_budget::window_of(state.clock.now());
     let cap = i64::try_from(cap).unwrap_or(i64::MAX);
-    match state.store.pool().acquire().await {
+    match state.store.acquire().await {
         Ok(mut conn) => match store::partner_budget::reserve(&mut conn, partner.name.as_str(), window, 1, cap).await {
             Ok(granted) => granted == 1,
             Err(e) => {
@@ -509,7 +509,7 @@ async fn store_connection(
     match state.store.connect(&actor, &c, now).await {
         Ok(source) => {
             tracing::info!(provider = %a.provider, data_source = %source.id, "connected");
-            if let Ok(mut conn) = state.store.pool().acquire().await {
+            if let Ok(mut conn) = state.store.acquire().await {
                 let _ = oauth_authorizations::complete(&mut conn, a.id, now).await;
             }
             finished(state, partner)
@@ -544,7 +544,7 @@ async fn choose_patient(
         account: serde_json::json!({"username": account.username, "roleName": account.role_name, "patients": patients, "scope": tokens.scope}),
     };
     let held = async {
-        let mut conn = state.store.pool().acquire().await?;
+        let mut conn = state.store.acquire().await?;
         oauth_authorizations::hold_pending(&mut conn, state.store.keys(), a.id, &pending).await
     }
     .await;
@@ -591,7 +591,7 @@ pub async fn choose(
     };
     let now = state.clock.now();
     let locked = async {
-        let mut conn = state.store.pool().acquire().await?;
+        let mut conn = state.store.acquire().await?;
         oauth_authorizations::lock_pending(&mut conn, state.store.keys(), id).await
     }
     .await;

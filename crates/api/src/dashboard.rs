@@ -104,7 +104,7 @@ async fn overview(State(d): State<Dashboard>, headers: HeaderMap) -> Response {
 
 async fn render_overview(d: &Dashboard) -> store::Result<String> {
     let now = d.clock.now();
-    let mut conn = d.store.pool().acquire().await?;
+    let mut conn = d.store.acquire().await?;
     let states = store::data_sources::count_by_state(&mut conn).await?;
     let backlog = store::poll_schedule::backlog(&mut conn, now).await?;
     let upcoming = store::poll_schedule::upcoming(&mut conn, 15).await?;
@@ -169,6 +169,16 @@ async fn render_overview(d: &Dashboard) -> store::Result<String> {
         b.push_str("<tr><td colspan=\"3\" class=\"muted\">No polls in the last hour.</td></tr>");
     }
     b.push_str("</table>");
+    let busy: i64 = outcomes.iter().filter(|(_, o, _)| o == "pool_busy").map(|(_, _, n)| *n).sum();
+    if busy > 0 {
+        let _ = write!(
+            b,
+            "<p class=\"bad\">{busy} poll{} waited too long for a database connection (<code>pool_busy</code>): \
+             our own contention, not a database outage. Raise <code>database.max_connections</code> (and \
+             the server's limit) or lower <code>worker.max_in_flight</code>.</p>",
+            if busy == 1 { "" } else { "s" }
+        );
+    }
 
     b.push_str("<h2>Recent failures</h2><div class=\"scroll\"><table><tr><th>when</th><th>partner</th><th>source</th><th>outcome</th><th>error</th></tr>");
     for f in &failures {

@@ -191,6 +191,10 @@ impl From<StoreError> for ApiError {
                 tracing::warn!(error = %e, "database unavailable");
                 Self::Unavailable("The database is unavailable; try again shortly.")
             }
+            StoreError::PoolBusy => {
+                tracing::warn!("database pool busy: no connection came free in time");
+                Self::Unavailable("The service is busy; try again shortly.")
+            }
             StoreError::Conflict { constraint } => {
                 tracing::info!(constraint, "write refused by a constraint");
                 Self::Conflict("The request conflicts with the current state of the resource.".into())

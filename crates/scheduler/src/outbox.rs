@@ -124,7 +124,7 @@ impl OutboxWorker {
     }
 
     async fn export_stats(&self) {
-        let Ok(mut conn) = self.store.pool().acquire().await else { return };
+        let Ok(mut conn) = self.store.acquire().await else { return };
         let Ok(stats) = outbox::stats(&mut conn).await else { return };
         let now = self.clock.now();
         for (kind, depth, oldest, parked) in stats {
@@ -143,7 +143,7 @@ impl OutboxWorker {
                 continue;
             }
             let users = {
-                let mut conn = self.store.pool().acquire().await?;
+                let mut conn = self.store.acquire().await?;
                 outbox::due_users(&mut conn, kind, self.clock.now(), self.settings.batch).await?
             };
             for user in users {
@@ -165,7 +165,7 @@ impl OutboxWorker {
     /// Deliver one user's rows of a kind under the lease. Returns false when another replica holds it.
     async fn deliver_user(&self, user: &UserId, kind: Kind) -> store::Result<bool> {
         let now = self.clock.now();
-        let mut conn = self.store.pool().acquire().await?;
+        let mut conn = self.store.acquire().await?;
         if !outbox::acquire_lease(&mut conn, user, kind, self.owner, now + self.settings.lease, now).await? {
             tracing::debug!(user = %user, kind = kind.as_str(), "another deliverer holds the lease");
             return Ok(false);
@@ -177,7 +177,7 @@ impl OutboxWorker {
             Kind::ClinicReport => self.report(user, &rows).await,
             Kind::PatientMessage => self.messages(user, &rows).await,
         };
-        let mut conn = self.store.pool().acquire().await?;
+        let mut conn = self.store.acquire().await?;
         let outcome_result = result.map(|outcomes| outcomes.into_iter().collect::<Vec<_>>());
         match outcome_result {
             Ok(outcomes) => {

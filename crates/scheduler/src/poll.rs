@@ -18,7 +18,7 @@ use partners::{PartnerError, Registry};
 use secrecy::ExposeSecret;
 use serde_json::{Value, json};
 use store::datums::{NewDatum, Written};
-use store::provider_sessions::{self, ProviderSession, Refreshed};
+use store::provider_sessions::{ProviderSession, RefreshClaim, Refreshed};
 use store::{Store, StoreError, poll_schedule};
 use uuid::Uuid;
 
@@ -52,6 +52,9 @@ pub enum PollError {
     /// Another poller holds the lease (or it expired and was taken): results discarded.
     #[error("the poll lease was lost; results discarded")]
     LeaseLost,
+    /// Another poller's token refresh of this source outlived its lease: try again later.
+    #[error("another token refresh of this data source is still running")]
+    RefreshInFlight,
 }
 
 /// What one poll did.
@@ -79,6 +82,11 @@ pub struct Poller {
 impl Poller {
     pub fn new(store: Store, partners: Registry, clock: SharedClock, settings: PollSettings) -> Self {
         Self { store, partners, clock, settings }
+    }
+
+    /// This poller taking its connections from `store` (the poll worker's gated store).
+    pub fn with_store(self, store: Store) -> Self {
+        Self { store, ..self }
     }
 
     /// Poll one data source now. `lease` is the claim it runs under (`None` outside the claim
@@ -193,8 +201,10 @@ impl Poller {
         }
     }
 
-    /// Refresh under the session's row lock. If another poller refreshed since `seen` was read,
-    /// its tokens are used and no request is made. The new tokens are committed before return.
+    /// Refresh under the session's refresh lease (one refresh per data source in flight across
+    /// every replica; no connection held during the partner call). If another poller refreshed
+    /// since `seen` was read, its tokens are used and no request is made; if its refresh is still
+    /// running, this one waits for it. The new tokens are committed before return.
     async fn refresh(
         &self,
         partner: &Partner,
@@ -202,24 +212,35 @@ impl Poller {
         seen: &ProviderSession,
     ) -> Result<ProviderSession, PollError> {
         let p = partner.name.as_str().to_owned();
-        let mut tx = self.store.begin().await?;
-        let current = provider_sessions::lock(&mut tx, self.store.keys(), &seen.data_source_id)
-            .await?
-            .ok_or(PollError::NotPollable("no provider session"))?;
-        if current.modified_time != seen.modified_time
-            || current.access_token.expose_secret() != seen.access_token.expose_secret()
-        {
-            tx.commit().await.map_err(StoreError::from)?;
-            metrics::counter!("tidegate_token_refreshes_total", "partner" => p, "outcome" => "shared").increment(1);
-            return Ok(current);
-        }
+        // The token call is one request under the partner's timeout; the lease outlives it.
+        let lease = std::time::Duration::from_secs(partner.settings.timeout_secs.saturating_add(10));
+        let owner = Uuid::new_v4();
+        let give_up = tokio::time::Instant::now() + lease + std::time::Duration::from_secs(5);
+        let current = loop {
+            match self.store.claim_refresh(seen, owner, lease).await? {
+                RefreshClaim::Claimed(current) => break current,
+                RefreshClaim::Changed(current) => {
+                    metrics::counter!("tidegate_token_refreshes_total", "partner" => p, "outcome" => "shared")
+                        .increment(1);
+                    return Ok(current);
+                }
+                RefreshClaim::Gone => return Err(PollError::NotPollable("no provider session")),
+                RefreshClaim::InFlight if tokio::time::Instant::now() < give_up => {
+                    tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+                }
+                RefreshClaim::InFlight => return Err(PollError::RefreshInFlight),
+            }
+        };
+        let id = &seen.data_source_id;
         let Some(refresh_token) = &current.refresh_token else {
+            self.abandon_refresh(id, owner).await;
             return Err(PartnerError::InvalidGrant.into());
         };
         let tokens = match resolved.oauth.refresh(&partner.http, refresh_token).await {
             Ok(t) => t,
             Err(e) => {
                 metrics::counter!("tidegate_token_refreshes_total", "partner" => p, "outcome" => "failed").increment(1);
+                self.abandon_refresh(id, owner).await;
                 return Err(e.into());
             }
         };
@@ -230,14 +251,21 @@ impl Poller {
             access_expires_at: tokens.expires_in.and_then(|d| Duration::from_std(d).ok()).map(|d| now + d),
             scope: tokens.scope,
         };
-        provider_sessions::store_refreshed(&mut tx, self.store.keys(), &seen.data_source_id, &refreshed, now).await?;
-        let session = provider_sessions::get(&mut tx, self.store.keys(), &seen.data_source_id)
+        let session = self
+            .store
+            .finish_refresh(id, owner, &refreshed, now)
             .await?
             .ok_or(PollError::NotPollable("no provider session"))?;
-        tx.commit().await.map_err(StoreError::from)?;
         metrics::counter!("tidegate_token_refreshes_total", "partner" => p, "outcome" => "refreshed").increment(1);
         tracing::info!("access token refreshed");
         Ok(session)
+    }
+
+    /// Give a refresh lease back; if that fails it runs out by itself.
+    async fn abandon_refresh(&self, id: &DataSourceId, owner: Uuid) {
+        if let Err(e) = self.store.abandon_refresh(id, owner).await {
+            tracing::warn!(error = %e, "giving the refresh lease back failed; it runs out by itself");
+        }
     }
 
     /// One transaction: fence on the lease, write the datums and removals, move the cursor and
@@ -283,7 +311,7 @@ impl Poller {
         if advanced {
             store::outbox::enqueue_clinic_report(&mut tx, &session.user_id, now).await?;
         }
-        tx.commit().await.map_err(StoreError::from)?;
+        tx.commit().await?;
         outcome.written = written;
         outcome.reported = advanced;
         Ok(())

@@ -37,6 +37,13 @@ pub struct WorkerSettings {
     pub batch: i64,
     /// Polls in flight per process.
     pub max_in_flight: usize,
+    /// Database connections the polls of this process hold at most at once (the rest of the pool
+    /// stays with the claim loop, upkeep and, in `serve`, the API and the outbox). A poll holds
+    /// one only for its database phases, never across partner I/O.
+    pub poll_connections: usize,
+    /// How long a poll's database phase waits for one of those connections before the poll
+    /// fails as `pool_busy` (well inside the lease).
+    pub connection_wait: StdDuration,
     /// Pause when nothing is due.
     pub idle: StdDuration,
     /// On shutdown, how long in-flight polls may take to finish.
@@ -61,6 +68,8 @@ impl Default for WorkerSettings {
             lease: Duration::minutes(10),
             batch: 32,
             max_in_flight: 32,
+            poll_connections: 12,
+            connection_wait: StdDuration::from_secs(150),
             idle: StdDuration::from_millis(500),
             shutdown_grace: StdDuration::from_secs(20),
             history: Duration::hours(6),
@@ -84,6 +93,9 @@ pub enum Outcome {
     Permanent,
     LeaseLost,
     NotPollable,
+    /// Every connection the polls may hold stayed busy for the whole wait: our own contention,
+    /// not a database outage (that is `transient`, "database unavailable").
+    PoolBusy,
 }
 
 impl Outcome {
@@ -96,6 +108,7 @@ impl Outcome {
             Self::Permanent => "permanent",
             Self::LeaseLost => "lease_lost",
             Self::NotPollable => "not_pollable",
+            Self::PoolBusy => "pool_busy",
         }
     }
 }
@@ -111,7 +124,10 @@ struct Figures {
 
 #[derive(Debug)]
 struct Inner {
+    /// The claim loop's and upkeep's connections (ungated).
     store: Store,
+    /// The polls' connections: through the gate of `poll_connections` slots.
+    polls: Store,
     poller: Poller,
     partners: Registry,
     clock: SharedClock,
@@ -162,9 +178,12 @@ impl PollWorker {
         let breaker =
             Breaker::new(settings.breaker_threshold, settings.breaker_min_cooldown, settings.breaker_max_cooldown);
         let settings_seed = settings.rng_seed;
+        let polls = store.gated(store::Gate::new(settings.poll_connections, settings.connection_wait));
+        let poller = poller.with_store(polls.clone());
         Ok(Self {
             inner: Arc::new(Inner {
                 store,
+                polls,
                 poller,
                 partners,
                 clock,
@@ -183,6 +202,11 @@ impl PollWorker {
         })
     }
 
+    /// The store its polls take connections from: gated to `poll_connections` at once.
+    pub fn poll_store(&self) -> &Store {
+        &self.inner.polls
+    }
+
     /// The lease owner of this process.
     pub fn owner(&self) -> Uuid {
         self.inner.owner
@@ -197,7 +221,12 @@ impl PollWorker {
     /// grace period, and give back every lease still held.
     pub async fn run(self, mut stop: tokio::sync::watch::Receiver<bool>) {
         let s = &self.inner.settings;
-        tracing::info!(owner = %self.inner.owner, max_in_flight = s.max_in_flight, "poll worker started");
+        tracing::info!(
+            owner = %self.inner.owner,
+            max_in_flight = s.max_in_flight,
+            poll_connections = s.poll_connections,
+            "poll worker started"
+        );
         let mut polls: JoinSet<()> = JoinSet::new();
         let mut last_upkeep: Option<std::time::Instant> = None;
         loop {
@@ -240,7 +269,7 @@ impl PollWorker {
 
     /// Give back every lease this process holds (due now).
     pub async fn release(&self) -> store::Result<u64> {
-        let mut conn = self.inner.store.pool().acquire().await?;
+        let mut conn = self.inner.store.acquire().await?;
         poll_schedule::release_all(&mut conn, self.inner.owner, self.inner.clock.now()).await
     }
 
@@ -266,7 +295,7 @@ impl PollWorker {
                     inner.in_flight.lock().unwrap_or_else(|e| e.into_inner()).insert(claimed.data_source_id.clone());
                 if !fresh {
                     if let Some(r) = reserved
-                        && let Ok(mut conn) = inner.store.pool().acquire().await
+                        && let Ok(mut conn) = inner.store.acquire().await
                     {
                         let _ = partner_budget::refund(&mut conn, provider, r.window, r.calls).await;
                     }
@@ -288,7 +317,7 @@ impl PollWorker {
         let inner = &self.inner;
         let Some(policy) = inner.policies.get(provider) else { return Ok(Vec::new()) };
         let now = inner.clock.now();
-        let mut conn = inner.store.pool().acquire().await?;
+        let mut conn = inner.store.acquire().await?;
         if let Some((_, end)) = policy.blackout_at(now) {
             let spread = (policy.interval_max - policy.interval_min).num_seconds().max(60) as f64;
             let moved = poll_schedule::defer_due(&mut conn, provider, now, end, spread, "blackout").await?;
@@ -386,7 +415,7 @@ impl PollWorker {
             // A failed poll's calls are unknown: its reservation stays spent (never over budget).
             let unused = if outcome == Outcome::Success { (r.calls - calls).max(0) } else { 0 };
             if unused > 0
-                && let Ok(mut conn) = inner.store.pool().acquire().await
+                && let Ok(mut conn) = inner.polls.acquire().await
             {
                 let _ = partner_budget::refund(&mut conn, &p, r.window, unused).await;
             }
@@ -406,9 +435,9 @@ impl PollWorker {
             next_kind: next.map(|(_, k)| k),
             error: error.as_deref(),
         };
-        let recorded = match inner.store.pool().acquire().await {
+        let recorded = match inner.polls.acquire().await {
             Ok(mut conn) => poll_runs::insert(&mut conn, &run).await,
-            Err(e) => Err(e.into()),
+            Err(e) => Err(e),
         };
         if let Err(e) = recorded {
             tracing::warn!(error = %e, "recording the poll in the history failed");
@@ -436,7 +465,25 @@ impl PollWorker {
                 tracing::warn!(reason = why, "claimed source cannot be polled; retrying at the normal interval");
                 (Outcome::NotPollable, (now + policy.interval_max, "backoff"))
             }
-            PollError::Store(_) => (Outcome::Transient, transient(None)),
+            PollError::Store(e) if e.is_pool_busy() => {
+                // Our own contention: not the source's failure (attempts unchanged), retried
+                // after the first backoff step.
+                let next = self.with_rng(|rng| policy.next_after_transient(now, 1, None, rng));
+                let u = Unfinished {
+                    lease: inner.owner,
+                    next_run_at: next.0,
+                    next_kind: "pool_busy",
+                    attempts: claimed.attempts,
+                    auth_failures: claimed.auth_failures,
+                    first_auth_failure_time: claimed.first_auth_failure_time,
+                    error: Some(&text),
+                    now,
+                };
+                self.write_unfinished(&claimed.data_source_id, &u).await;
+                tracing::warn!(next = %next.0, "poll waited too long for a database connection (pool busy); will retry");
+                return (Outcome::PoolBusy, Some((next.0, "pool_busy")), Some(text));
+            }
+            PollError::Store(_) | PollError::RefreshInFlight => (Outcome::Transient, transient(None)),
             PollError::Partner(pe) => match pe {
                 PartnerError::Transient(_) | PartnerError::RateLimited { .. } => {
                     inner.breaker.record(p, false, now);
@@ -506,9 +553,9 @@ impl PollWorker {
     }
 
     async fn write_unfinished(&self, id: &DataSourceId, u: &Unfinished<'_>) {
-        let written = match self.inner.store.pool().acquire().await {
+        let written = match self.inner.polls.acquire().await {
             Ok(mut conn) => poll_schedule::unfinished(&mut conn, id, u).await,
-            Err(e) => Err(e.into()),
+            Err(e) => Err(e),
         };
         match written {
             Ok(true) => {}
@@ -537,7 +584,7 @@ impl PollWorker {
             ttl: inner.settings.reconnect_link_ttl,
         };
         let outcome = if error.code == "authorization_revoked" { Outcome::Confirmed } else { Outcome::Permanent };
-        match inner.store.fail(&Actor::system(), &claimed.data_source_id, error, Some(&notice), inner.clock.now()).await
+        match inner.polls.fail(&Actor::system(), &claimed.data_source_id, error, Some(&notice), inner.clock.now()).await
         {
             Ok(_) => {
                 metrics::counter!("tidegate_auth_failures_confirmed_total", "partner" => claimed.provider.clone(), "code" => error.code.clone())
@@ -567,7 +614,7 @@ impl PollWorker {
     async fn try_upkeep(&self) -> store::Result<()> {
         let inner = &self.inner;
         let now = inner.clock.now();
-        let mut conn = inner.store.pool().acquire().await?;
+        let mut conn = inner.store.acquire().await?;
         let active: HashMap<String, i64> = poll_schedule::active_counts(&mut conn).await?.into_iter().collect();
         for provider in &inner.providers {
             let Some(policy) = inner.policies.get(provider) else { continue };

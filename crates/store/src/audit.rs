@@ -52,7 +52,7 @@ pub async fn record(conn: &mut PgConnection, e: &Entry<'_>) -> Result<()> {
 impl Store {
     /// Record an entry outside any other transaction (reads of a user's data).
     pub async fn audit(&self, e: &Entry<'_>) -> Result<()> {
-        let mut conn = self.pool.acquire().await?;
+        let mut conn = self.acquire().await?;
         record(&mut conn, e).await
     }
 }

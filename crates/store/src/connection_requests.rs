@@ -64,7 +64,7 @@ impl Store {
             user.as_str(),
             clinic.map(ClinicId::as_str)
         )
-        .fetch_all(&self.pool)
+        .fetch_all(&mut *self.acquire().await?)
         .await?;
         rows.into_iter()
             .map(|r| {

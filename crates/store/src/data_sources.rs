@@ -88,7 +88,7 @@ pub struct StateChange {
 impl Store {
     /// Every data source of a user, ordered by provider.
     pub async fn list_data_sources(&self, user: &UserId) -> Result<Vec<DataSource>> {
-        let mut conn = self.pool.acquire().await?;
+        let mut conn = self.acquire().await?;
         list_for_user(&mut conn, user).await
     }
 
@@ -102,7 +102,7 @@ impl Store {
                FROM data_sources WHERE id = $1"#,
             id.as_str()
         )
-        .fetch_optional(&self.pool)
+        .fetch_optional(&mut *self.acquire().await?)
         .await?;
         row.map(DataSource::try_from).transpose()
     }

@@ -186,7 +186,7 @@ impl Store {
             after_id,
             q.limit
         )
-        .fetch_all(&self.pool)
+        .fetch_all(&mut *self.acquire().await?)
         .await?;
         Ok(rows.into_iter().map(|r| StoredDatum { id: r.id, time: r.time, body: r.body }).collect())
     }
@@ -197,7 +197,7 @@ impl Store {
             r#"SELECT id, time, body FROM datums WHERE data_source_id = $1 ORDER BY time, id"#,
             source.as_str()
         )
-        .fetch_all(&self.pool)
+        .fetch_all(&mut *self.acquire().await?)
         .await?;
         Ok(rows.into_iter().map(|r| StoredDatum { id: r.id, time: r.time, body: r.body }).collect())
     }

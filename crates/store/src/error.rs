@@ -3,9 +3,14 @@ use crate::crypto::CryptoError;
 /// Everything the store can fail with. Messages never contain SQL, tokens or row contents.
 #[derive(Debug, thiserror::Error)]
 pub enum StoreError {
-    /// The database cannot be reached (connection refused, pool timeout, I/O).
+    /// The database cannot be reached (connection refused or lost, no connection could be
+    /// opened in time, I/O).
     #[error("database unavailable")]
     Unavailable(#[source] sqlx::Error),
+    /// The database is up but every connection we may hold was in use for as long as the caller
+    /// could wait: our own contention, not an outage.
+    #[error("database pool busy")]
+    PoolBusy,
     /// A uniqueness or foreign-key rule refused the write; names the constraint.
     #[error("constraint {constraint} refused the write")]
     Conflict { constraint: String },
@@ -23,6 +28,10 @@ pub enum StoreError {
 impl StoreError {
     pub fn is_unavailable(&self) -> bool {
         matches!(self, Self::Unavailable(_))
+    }
+
+    pub fn is_pool_busy(&self) -> bool {
+        matches!(self, Self::PoolBusy)
     }
 
     pub(crate) fn corrupt(table: &'static str, detail: impl std::fmt::Display) -> Self {

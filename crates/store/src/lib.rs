@@ -2,6 +2,7 @@
 //! commit together with their clinic report and audit entry) live in [`lifecycle`].
 
 pub mod audit;
+mod conn;
 pub mod connection_requests;
 pub mod crypto;
 pub mod data_sources;
@@ -20,6 +21,7 @@ pub mod provider_sessions;
 
 use std::sync::Arc;
 
+pub use conn::{Conn, Gate, Tx};
 pub use crypto::{CryptoError, KeyRing, KeyRingError};
 pub use db::{DbSettings, MIGRATOR, Readiness, connect_lazy};
 pub use error::StoreError;
@@ -27,16 +29,18 @@ pub use sqlx::PgPool;
 
 pub type Result<T, E = StoreError> = std::result::Result<T, E>;
 
-/// Handle to the database: a connection pool and the token key ring. Cheap to clone.
+/// Handle to the database: a connection pool, the token key ring and, for a poll worker, the
+/// gate its polls take connections through ([`Store::gated`]). Cheap to clone.
 #[derive(Clone, Debug)]
 pub struct Store {
     pool: PgPool,
     keys: Arc<KeyRing>,
+    gate: Option<Gate>,
 }
 
 impl Store {
     pub fn new(pool: PgPool, keys: Arc<KeyRing>) -> Self {
-        Self { pool, keys }
+        Self { pool, keys, gate: None }
     }
 
     pub fn pool(&self) -> &PgPool {
@@ -45,10 +49,5 @@ impl Store {
 
     pub fn keys(&self) -> &KeyRing {
         &self.keys
-    }
-
-    /// Begin a transaction.
-    pub async fn begin(&self) -> Result<sqlx::Transaction<'static, sqlx::Postgres>> {
-        Ok(self.pool.begin().await?)
     }
 }

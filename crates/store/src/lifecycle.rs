@@ -46,7 +46,7 @@ impl Store {
         scope: EraseScope,
         now: DateTime<Utc>,
     ) -> Result<Erased> {
-        let mut tx = self.pool.begin().await?;
+        let mut tx = self.begin().await?;
         // Lock the user's sources first: a concurrent connect or poll waits for us.
         let sources = data_sources::lock_all_for_user(&mut tx, user).await?;
         let mut e = Erased { datums: datums::erase(&mut tx, user, None).await?, ..Erased::default() };
@@ -96,7 +96,7 @@ impl Store {
         delete_data: bool,
         now: DateTime<Utc>,
     ) -> Result<Option<DataSource>> {
-        let mut tx = self.pool.begin().await?;
+        let mut tx = self.begin().await?;
         // Dropping `tx` without commit rolls back (nothing was written).
         let Some(source) = data_sources::lock(&mut tx, user, provider).await? else {
             return Ok(None);
@@ -176,7 +176,7 @@ impl Store {
     /// the code exchange succeeded — in one transaction with the schedule, the clinic report, the
     /// audit entry and the link token's consumption.
     pub async fn connect(&self, actor: &Actor, c: &Connection, now: DateTime<Utc>) -> Result<DataSource, ConnectError> {
-        let mut tx = self.pool.begin().await.map_err(crate::StoreError::from)?;
+        let mut tx = self.begin().await?;
         let current = data_sources::lock(&mut tx, &c.user, &c.provider).await?;
         let ever = current.as_ref().is_some_and(|s| s.ever_connected);
         let state = match transition(current.as_ref().map(|s| s.state), ever, Event::Connected) {
@@ -225,7 +225,7 @@ impl Store {
             },
         )
         .await?;
-        tx.commit().await.map_err(crate::StoreError::from)?;
+        tx.commit().await?;
         Ok(source)
     }
 }
@@ -316,7 +316,7 @@ impl Store {
         r: &RequestConnection,
         now: DateTime<Utc>,
     ) -> crate::Result<RequestOutcome> {
-        let mut tx = self.pool.begin().await?;
+        let mut tx = self.begin().await?;
         let current = data_sources::lock(&mut tx, &r.user, &r.provider).await?;
         let ever = current.as_ref().is_some_and(|s| s.ever_connected);
         let Transition::To(state) = transition(current.as_ref().map(|s| s.state), ever, Event::ConnectionRequested)
@@ -427,7 +427,7 @@ impl Store {
         notice: Option<&ReconnectNotice>,
         now: DateTime<Utc>,
     ) -> crate::Result<Option<DataSource>> {
-        let mut tx = self.pool.begin().await?;
+        let mut tx = self.begin().await?;
         let Some(source) = data_sources::lock_by_id(&mut tx, id).await? else { return Ok(None) };
         let Transition::To(state) = transition(Some(source.state), source.ever_connected, Event::Failed) else {
             return Ok(Some(source));

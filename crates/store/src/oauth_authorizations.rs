@@ -230,7 +230,7 @@ pub async fn complete(conn: &mut PgConnection, id: Uuid, now: DateTime<Utc>) -> 
 impl Store {
     /// Re-encrypt up to `batch` secrets of in-flight attempts not under the primary key; call until 0.
     pub async fn reseal_oauth_authorizations(&self, batch: i64) -> Result<u64> {
-        let mut tx = self.pool.begin().await?;
+        let mut tx = self.begin().await?;
         let rows = sqlx::query!(
             r#"SELECT id, key_id AS "key_id!", pkce_verifier, pending_access_token, pending_refresh_token
                FROM oauth_authorizations

@@ -65,7 +65,7 @@ impl Store {
                GROUP BY provider, outcome ORDER BY provider, outcome"#,
             since
         )
-        .fetch_all(&self.pool)
+        .fetch_all(&mut *self.acquire().await?)
         .await?;
         Ok(rows.into_iter().map(|r| (r.provider, r.outcome, r.n)).collect())
     }

@@ -141,7 +141,7 @@ impl crate::Store {
         &self,
         user: &model::UserId,
     ) -> Result<std::collections::HashMap<String, serde_json::Value>> {
-        let mut conn = self.pool().acquire().await?;
+        let mut conn = self.acquire().await?;
         Ok(last_skipped_for_user(&mut conn, user).await?.into_iter().collect())
     }
 }

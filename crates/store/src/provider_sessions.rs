@@ -2,7 +2,7 @@
 
 use chrono::{DateTime, Utc};
 use model::{DataSourceId, ProviderName, UserId};
-use secrecy::SecretString;
+use secrecy::{ExposeSecret, SecretString};
 use sqlx::PgConnection;
 
 use crate::crypto::{KeyRing, aad};
@@ -108,14 +108,14 @@ struct SessionRow {
 impl Store {
     /// The decrypted session of a data source.
     pub async fn get_provider_session(&self, id: &DataSourceId) -> Result<Option<ProviderSession>> {
-        let mut conn = self.pool.acquire().await?;
+        let mut conn = self.acquire().await?;
         get(&mut conn, &self.keys, id).await
     }
 
     /// Re-encrypt up to `batch` sessions not under the primary key. Returns how many it did;
     /// call until 0. Rows being changed by someone else are skipped and picked up next time.
     pub async fn reseal_provider_sessions(&self, batch: i64) -> Result<u64> {
-        let mut tx = self.pool.begin().await?;
+        let mut tx = self.begin().await?;
         let rows = sqlx::query!(
             r#"SELECT data_source_id, key_id, access_token, refresh_token FROM provider_sessions
                WHERE key_id <> $1 ORDER BY data_source_id LIMIT $2 FOR UPDATE SKIP LOCKED"#,
@@ -255,6 +255,96 @@ fn open(keys: &KeyRing, r: SessionRow) -> Result<ProviderSession> {
     })
 }
 
+/// What [`Store::claim_refresh`] found.
+#[derive(Debug, Clone)]
+pub enum RefreshClaim {
+    /// The tokens changed since the caller read them (another poll refreshed): use these.
+    Changed(ProviderSession),
+    /// The caller holds the refresh lease: refresh with this session's refresh token, then
+    /// [`Store::finish_refresh`] (or [`Store::abandon_refresh`] when the partner refused).
+    Claimed(ProviderSession),
+    /// Another refresh of this source is in flight and its lease is live: ask again shortly.
+    InFlight,
+    /// The source has no session any more (disconnected meanwhile).
+    Gone,
+}
+
+impl Store {
+    /// Take the refresh lease of a data source, in one short transaction: at most one refresh
+    /// per source is in flight across every replica, and the partner call that follows holds no
+    /// connection. `seen` is the session the caller read; when the stored tokens differ from it
+    /// someone refreshed meanwhile and those are returned instead. The lease runs on the
+    /// database's clock for `lease` (a holder that dies lets the next caller take it then).
+    pub async fn claim_refresh(
+        &self,
+        seen: &ProviderSession,
+        owner: uuid::Uuid,
+        lease: std::time::Duration,
+    ) -> Result<RefreshClaim> {
+        let mut tx = self.begin().await?;
+        let Some(current) = lock(&mut tx, &self.keys, &seen.data_source_id).await? else {
+            tx.commit().await?;
+            return Ok(RefreshClaim::Gone);
+        };
+        if current.modified_time != seen.modified_time
+            || current.access_token.expose_secret() != seen.access_token.expose_secret()
+        {
+            tx.commit().await?;
+            return Ok(RefreshClaim::Changed(current));
+        }
+        let took = sqlx::query!(
+            r#"UPDATE provider_sessions
+               SET refresh_owner = $2, refresh_until = clock_timestamp() + make_interval(secs => $3)
+               WHERE data_source_id = $1
+                 AND (refresh_until IS NULL OR refresh_until <= clock_timestamp() OR refresh_owner = $2)"#,
+            seen.data_source_id.as_str(),
+            owner,
+            lease.as_secs_f64()
+        )
+        .execute(&mut *tx)
+        .await?
+        .rows_affected();
+        tx.commit().await?;
+        Ok(if took == 1 { RefreshClaim::Claimed(current) } else { RefreshClaim::InFlight })
+    }
+
+    /// Store the tokens a claimed refresh got and give the lease back, in one transaction.
+    /// Stored even if the lease ran out meanwhile: the partner has rotated to these tokens.
+    /// Returns the session as now stored (`None`: disconnected meanwhile).
+    pub async fn finish_refresh(
+        &self,
+        id: &DataSourceId,
+        owner: uuid::Uuid,
+        refreshed: &Refreshed,
+        now: DateTime<Utc>,
+    ) -> Result<Option<ProviderSession>> {
+        let mut tx = self.begin().await?;
+        store_refreshed(&mut tx, &self.keys, id, refreshed, now).await?;
+        release_refresh(&mut tx, id, owner).await?;
+        let session = get(&mut tx, &self.keys, id).await?;
+        tx.commit().await?;
+        Ok(session)
+    }
+
+    /// Give a refresh lease back without new tokens (the partner refused or failed).
+    pub async fn abandon_refresh(&self, id: &DataSourceId, owner: uuid::Uuid) -> Result<()> {
+        let mut conn = self.acquire().await?;
+        release_refresh(&mut conn, id, owner).await
+    }
+}
+
+async fn release_refresh(conn: &mut PgConnection, id: &DataSourceId, owner: uuid::Uuid) -> Result<()> {
+    sqlx::query!(
+        r#"UPDATE provider_sessions SET refresh_owner = NULL, refresh_until = NULL
+           WHERE data_source_id = $1 AND refresh_owner = $2"#,
+        id.as_str(),
+        owner
+    )
+    .execute(conn)
+    .await?;
+    Ok(())
+}
+
 /// What a poll starts from, read in one statement: the source's state, its decrypted session
 /// and its schedule cursor.
 #[derive(Debug, Clone)]
@@ -282,7 +372,7 @@ impl Store {
                WHERE d.id = $1"#,
             id.as_str()
         )
-        .fetch_optional(&self.pool)
+        .fetch_optional(&mut *self.acquire().await?)
         .await?;
         let Some(r) = row else {
             return Ok(None);

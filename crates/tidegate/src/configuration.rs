@@ -193,6 +193,13 @@ pub struct WorkerConfig {
     pub lease_secs: i64,
     pub batch: i64,
     pub max_in_flight: usize,
+    /// Connections the polls hold at most at once; unset: the pool less a quarter (at least 2)
+    /// kept for the claim loop, upkeep and, in `serve`, the API and the outbox.
+    #[serde(default)]
+    pub poll_connections: Option<usize>,
+    /// How long a poll's database phase waits for one of them; unset: a quarter of the lease.
+    #[serde(default)]
+    pub connection_wait_secs: Option<u64>,
     pub idle_ms: u64,
     pub shutdown_grace_secs: u64,
     pub history_hours: i64,
@@ -400,8 +407,26 @@ impl Settings {
             scheduler::timing::Policy::parse(&p.schedule)
                 .map_err(|e| invalid("partners", format!("partners.{name}.schedule: {e}")))?;
         }
-        if self.database.max_connections == 0 {
-            return Err(invalid("database.max_connections", "must be at least 1"));
+        if self.database.max_connections < 3 {
+            return Err(invalid(
+                "database.max_connections",
+                "must be at least 3 (the claim loop, upkeep and at least one poll each need a connection)",
+            ));
+        }
+        if w.connection_wait_secs.is_some_and(|s| s < 1 || s as i64 > w.lease_secs / 2) {
+            return Err(invalid("worker.connection_wait_secs", "must be 1 s to half of worker.lease_secs"));
+        }
+        if let Some(n) = w.poll_connections {
+            let most = self.database.max_connections as usize - 2;
+            if n < 1 || n > most {
+                return Err(invalid(
+                    "worker.poll_connections",
+                    format!(
+                        "must be 1–{most}: database.max_connections = {} less 2 for the claim loop and upkeep",
+                        self.database.max_connections
+                    ),
+                ));
+            }
         }
         for name in self.partners.keys() {
             model::ProviderName::parse(name)
@@ -555,12 +580,38 @@ impl Settings {
         }
     }
 
+    /// Connections the polls may hold at once: `worker.poll_connections`, or the pool less a
+    /// quarter of it (at least 2) for everything else.
+    pub fn poll_connections(&self) -> usize {
+        let pool = self.database.max_connections as usize;
+        self.worker.poll_connections.unwrap_or_else(|| pool.saturating_sub((pool / 4).max(2)).max(1))
+    }
+
+    /// A warning when the in-flight limit is far beyond what the poll connections serve: polls
+    /// then queue for connections (they wait, they do not fail, but they slow down).
+    pub fn pool_warning(&self) -> Option<String> {
+        let slots = self.poll_connections();
+        (self.worker.max_in_flight > 4 * slots).then(|| {
+            format!(
+                "worker.max_in_flight = {} is more than 4 × the {slots} connections its polls may hold \
+                 (database.max_connections = {}): polls will queue for connections; raise \
+                 database.max_connections or lower worker.max_in_flight",
+                self.worker.max_in_flight, self.database.max_connections
+            )
+        })
+    }
+
     pub fn worker_settings(&self) -> scheduler::WorkerSettings {
         let w = &self.worker;
         scheduler::WorkerSettings {
             lease: chrono::Duration::seconds(w.lease_secs),
             batch: w.batch,
             max_in_flight: w.max_in_flight,
+            poll_connections: self.poll_connections(),
+            // A poll's database phase waits up to a quarter of its lease for a connection.
+            connection_wait: std::time::Duration::from_secs(
+                w.connection_wait_secs.unwrap_or((w.lease_secs / 4).max(1) as u64),
+            ),
             idle: std::time::Duration::from_millis(w.idle_ms),
             shutdown_grace: std::time::Duration::from_secs(w.shutdown_grace_secs),
             history: chrono::Duration::hours(w.history_hours),
@@ -579,6 +630,9 @@ impl Settings {
         store: store::Store,
         clock: model::SharedClock,
     ) -> Result<scheduler::PollWorker, ConfigError> {
+        if let Some(warning) = self.pool_warning() {
+            tracing::warn!("{warning}");
+        }
         let partners = self.registry()?;
         let poller = scheduler::Poller::new(store.clone(), partners.clone(), clock.clone(), self.poll_settings());
         scheduler::PollWorker::new(store, poller, partners, clock, self.worker_settings())

@@ -160,7 +160,7 @@ pub async fn run(
     let now = chrono::Utc::now();
     let link = model::LinkTokenId::generate();
     {
-        let mut conn = store.pool().acquire().await?;
+        let mut conn = store.acquire().await?;
         store::link_tokens::insert(
             &mut conn,
             &link,

@@ -356,7 +356,7 @@ async fn run(command: Command, settings: Settings) -> anyhow::Result<()> {
             let store = startup::store(&settings)?;
             // The service clock (which may follow the simulator), like every other writer.
             let (clock, _clock_task) = tidegate::clock::build(&settings.clock).await?;
-            let mut conn = store.pool().acquire().await?;
+            let mut conn = store.acquire().await?;
             let n = store::outbox::requeue_reports(&mut conn, user.as_ref(), clock.now()).await?;
             println!("queued {n} clinic report(s)");
             Ok(())

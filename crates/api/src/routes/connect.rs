@@ -111,7 +111,7 @@ async fn mint_link_token(
         },
     )
     .await?;
-    tx.commit().await.map_err(store::StoreError::from)?;
+    tx.commit().await?;
     let view = LinkTokenView {
         id,
         user_id: token.user_id,
