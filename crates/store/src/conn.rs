@@ -122,6 +122,16 @@ impl Store {
         Ok(Tx { tx, _slot: slot })
     }
 
+    /// Begin a transaction without queueing at the gate, for the one write that must not wait
+    /// behind other polls: tokens a partner has just rotated (a crash while queued would lose
+    /// them, and with single-use refresh tokens, the grant). The pool keeps connections beyond
+    /// the gate, so this waits for the pool only.
+    pub(crate) async fn begin_urgent(&self) -> Result<Tx> {
+        let deadline = Instant::now() + self.gate.as_ref().map(|g| g.wait).unwrap_or_default();
+        let tx = self.retry_busy(deadline, || self.pool.begin()).await?;
+        Ok(Tx { tx, _slot: None })
+    }
+
     /// Wait for a slot of the gate (none needed without one). Returns it and the deadline the
     /// caller may keep waiting for a connection until.
     async fn slot(&self) -> Result<(Option<OwnedSemaphorePermit>, Instant)> {

@@ -308,8 +308,9 @@ impl Store {
         Ok(if took == 1 { RefreshClaim::Claimed(current) } else { RefreshClaim::InFlight })
     }
 
-    /// Store the tokens a claimed refresh got and give the lease back, in one transaction.
-    /// Stored even if the lease ran out meanwhile: the partner has rotated to these tokens.
+    /// Store the tokens a claimed refresh got and give the lease back, in one transaction that
+    /// does not queue behind other polls for a connection (the partner has already rotated:
+    /// until this commits, a crash loses the grant). Stored even if the lease ran out meanwhile.
     /// Returns the session as now stored (`None`: disconnected meanwhile).
     pub async fn finish_refresh(
         &self,
@@ -318,7 +319,7 @@ impl Store {
         refreshed: &Refreshed,
         now: DateTime<Utc>,
     ) -> Result<Option<ProviderSession>> {
-        let mut tx = self.begin().await?;
+        let mut tx = self.begin_urgent().await?;
         store_refreshed(&mut tx, &self.keys, id, refreshed, now).await?;
         release_refresh(&mut tx, id, owner).await?;
         let session = get(&mut tx, &self.keys, id).await?;
