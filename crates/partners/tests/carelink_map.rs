@@ -15,7 +15,7 @@ fn user() -> UserId {
 }
 
 fn fixture(name: &str) -> Value {
-    let p = testkit::tidepool::shared_dir().join("fixtures/carelink").join(name);
+    let p = testkit::tidepool::testdata_dir().join("fixtures/carelink").join(name);
     serde_json::from_str(&std::fs::read_to_string(p).unwrap()).unwrap()
 }
 

@@ -13,7 +13,7 @@ fn user() -> UserId {
 }
 
 fn fixture() -> Value {
-    let p = testkit::tidepool::shared_dir().join("fixtures/dexcom/v3_egvs_g7_ios_record.json");
+    let p = testkit::tidepool::testdata_dir().join("fixtures/dexcom/v3_egvs_g7_ios_record.json");
     serde_json::from_str(&std::fs::read_to_string(p).unwrap()).unwrap()
 }
 
@@ -115,7 +115,7 @@ fn valid_datum(d: &model::datum::Datum) -> Value {
 }
 
 fn shared_json(rel: &str) -> Value {
-    let p = testkit::tidepool::shared_dir().join(rel);
+    let p = testkit::tidepool::testdata_dir().join(rel);
     serde_json::from_str(&std::fs::read_to_string(p).unwrap()).unwrap()
 }
 

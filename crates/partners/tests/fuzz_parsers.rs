@@ -1,5 +1,5 @@
 //! Parser fuzzing (issue 10): property tests of the Dexcom and CareLink mappers, seeded with the
-//! real partner payloads in `../shared/fixtures` (provenance in `SOURCES.json` there).
+//! real partner payloads in `testdata/fixtures` (provenance in `SOURCES.json` there).
 //!
 //! Each case starts from a fixture and damages it at random: a value anywhere replaced by a JSON
 //! value of any type (null, booleans, huge, negative and fractional numbers, empty, long and
@@ -48,7 +48,7 @@ fn user() -> UserId {
 }
 
 fn fixture_text(rel: &str) -> String {
-    let p = testkit::tidepool::shared_dir().join("fixtures").join(rel);
+    let p = testkit::tidepool::testdata_dir().join("fixtures").join(rel);
     std::fs::read_to_string(&p).unwrap_or_else(|e| panic!("{}: {e}", p.display()))
 }
 

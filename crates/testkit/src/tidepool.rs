@@ -1,5 +1,5 @@
 //! Validate datums against Tidepool's published OpenAPI data models in
-//! `../shared/reference/tidepool/` — each datum against its own type's schema — applying only
+//! `testdata/reference/tidepool/` — each datum against its own type's schema — applying only
 //! the patches listed in that folder's `ERRATA.md`.
 
 use std::collections::HashMap;
@@ -9,16 +9,15 @@ use std::sync::{Arc, Mutex, OnceLock};
 use jsonschema::{Retrieve, Uri, Validator};
 use serde_json::Value;
 
-/// `../shared` beside the repository (or `TIDEGATE_SHARED_DIR`).
-pub fn shared_dir() -> PathBuf {
-    std::env::var("TIDEGATE_SHARED_DIR")
-        .map(PathBuf::from)
-        .unwrap_or_else(|_| PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../../shared"))
+/// The repository's `testdata/`: real partner payloads (`fixtures/`) and the published contracts
+/// we validate against (`reference/`), each folder with its provenance file.
+pub fn testdata_dir() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../testdata")
 }
 
 /// The `TidepoolApi/reference` folder.
 pub fn reference_dir() -> PathBuf {
-    shared_dir().join("reference/tidepool/TidepoolApi/reference")
+    testdata_dir().join("reference/tidepool/TidepoolApi/reference")
 }
 
 /// The ERRATA.md patches, applied to a schema document by its path below `reference/`.
@@ -100,7 +99,7 @@ impl Retrieve for YamlFiles {
 pub fn validator(rel: &str) -> Result<Validator, String> {
     let root = reference_dir()
         .canonicalize()
-        .map_err(|e| format!("{}: {e} (is ../shared beside the repository?)", reference_dir().display()))?;
+        .map_err(|e| format!("{}: {e} (testdata/ is part of the repository)", reference_dir().display()))?;
     let target = root.join(rel);
     let schema = serde_json::json!({ "$ref": format!("file://{}", target.display()) });
     jsonschema::options()

@@ -1,10 +1,10 @@
-//! `tidegate map` as a person runs it: the real binary on the shared fixtures.
+//! `tidegate map` as a person runs it: the real binary on the fixtures in `testdata/`.
 
 use std::io::Write;
 use std::process::{Command, Stdio};
 
 fn shared(path: &str) -> String {
-    format!("{}/../../../shared/fixtures/{path}", env!("CARGO_MANIFEST_DIR"))
+    format!("{}/../../testdata/fixtures/{path}", env!("CARGO_MANIFEST_DIR"))
 }
 
 fn run(args: &[&str], stdin: Option<&str>) -> (i32, String, String) {

@@ -10,15 +10,13 @@ use tidegate_sandbox::{OAuthClient, Sandbox, SandboxConfig};
 pub const CLIENT_ID: &str = "test-client";
 pub const REDIRECT: &str = "https://tidegate.test/v1/oauth/dexcom/redirect";
 
-/// `../shared` beside the repository (or `TIDEGATE_SHARED_DIR`).
-pub fn shared_dir() -> PathBuf {
-    std::env::var("TIDEGATE_SHARED_DIR")
-        .map(PathBuf::from)
-        .unwrap_or_else(|_| PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../../shared"))
+/// The repository's `testdata/` (fixtures and reference contracts, with their provenance).
+pub fn testdata_dir() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../testdata")
 }
 
 pub fn fixture(path: &str) -> Value {
-    let p = shared_dir().join("fixtures").join(path);
+    let p = testdata_dir().join("fixtures").join(path);
     serde_json::from_str(&std::fs::read_to_string(&p).unwrap_or_else(|e| panic!("{}: {e}", p.display()))).unwrap()
 }
 
