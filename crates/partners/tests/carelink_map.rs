@@ -210,3 +210,46 @@ fn simulated_payloads_land_at_the_right_instants() {
     }
     assert!(checked > 3000, "{checked}");
 }
+
+/// A payload served just over 24 h after a DST change can still hold the last readings from
+/// before it (the SG window's oldest slot is up to a slot older than 24 h): the TIME_CHANGE
+/// marker must come with them, or they are placed an hour off and overwrite the reading an hour
+/// earlier (found by the fault matrix: a Chicago pump's 01:59 CST reading stored at 06:59Z).
+#[test]
+fn the_day_after_a_dst_change_its_earlier_readings_keep_their_offset() {
+    let people = sandbox::people::population(1, 0, 12);
+    let t = |s: &str| DateTime::parse_from_rfc3339(s).unwrap().to_utc();
+    let user = UserId::parse("0123456789").unwrap();
+    let mut checked = 0;
+    for p in people.iter().filter(|p| p.tz == chrono_tz::America::Chicago || p.tz == chrono_tz::America::New_York) {
+        // Chicago changes at 08:00Z, New York at 07:00Z: 24 h later, every 5 s for ten minutes.
+        let change =
+            if p.tz == chrono_tz::America::Chicago { t("2026-03-09T08:00:00Z") } else { t("2026-03-09T07:00:00Z") };
+        let mut at = change - chrono::Duration::minutes(5);
+        while at < change + chrono::Duration::minutes(5) {
+            let body = json!({ "patientData": sandbox::carelink::display::patient_data(p, at) });
+            let mut batch = Batch::default();
+            map_payload(&user, &body, &mut batch).expect("maps");
+            for d in &batch.datums {
+                let v = d.to_json();
+                if v["type"] != "cbg" {
+                    continue;
+                }
+                let time: DateTime<Utc> = DateTime::parse_from_rfc3339(v["time"].as_str().unwrap()).unwrap().to_utc();
+                let local =
+                    chrono::NaiveDateTime::parse_from_str(v["deviceTime"].as_str().unwrap(), "%Y-%m-%dT%H:%M:%S")
+                        .unwrap();
+                let expected = p.tz.offset_from_utc_datetime(&time.naive_utc()).fix();
+                assert_eq!(
+                    (local - time.naive_utc()).num_seconds(),
+                    i64::from(expected.local_minus_utc()),
+                    "{} at {at}: {v}",
+                    p.login
+                );
+                checked += 1;
+            }
+            at += chrono::Duration::seconds(5);
+        }
+    }
+    assert!(checked > 10_000, "{checked}");
+}

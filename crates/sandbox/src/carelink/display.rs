@@ -222,12 +222,16 @@ fn markers(p: &Person, now: DateTime<Utc>) -> Vec<Timed> {
     // the change's own instant (zones change on the hour or half hour: walk half hours aligned
     // to the clock, whatever the window's start) and comes with the first upload after it, the
     // one whose phone clock (`lastConduitDateTime`) shows the new time.
+    // The window is the SGs' (their oldest slot can be up to a slot older than 24 h): a change
+    // older than 24 h whose earlier readings are still served keeps its marker, or those readings
+    // would be placed with the new offset.
     let upload = last_upload(now);
-    let mut t = DateTime::from_timestamp(start.timestamp().div_euclid(1800) * 1800, 0).unwrap_or(start);
+    let from = start.min(people::slot_time(p, people::slot_at_or_before(p, now - Duration::seconds(60)) - 287));
+    let mut t = DateTime::from_timestamp(from.timestamp().div_euclid(1800) * 1800, 0).unwrap_or(from);
     while t < now {
         let next = t + Duration::minutes(30);
         let (a, b) = (t.with_timezone(&p.tz).offset().fix(), next.with_timezone(&p.tz).offset().fix());
-        if a != b && next > start && next <= upload {
+        if a != b && next > from && next <= upload {
             let change = json!({"previousDateTime": fmt(next.with_timezone(&a).naive_local()), "newDateTime": fmt(pump_time(p, next))});
             push(next, marker("TIME_CHANGE", pump_time(p, next), change, json!({}), views("TBD", -1)));
         }
