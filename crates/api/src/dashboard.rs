@@ -77,7 +77,12 @@ fn unauthorized() -> Response {
 
 fn unavailable(e: &store::StoreError) -> Response {
     tracing::warn!(error = %e, "dashboard query failed");
-    html(StatusCode::SERVICE_UNAVAILABLE, "Unavailable", "<h1>Database unavailable</h1><p>Try again shortly.</p>")
+    let body = if e.is_pool_busy() {
+        "<h1>Database busy</h1><p>No database connection came free in time (the pool is busy, the database is up). Try again shortly.</p>"
+    } else {
+        "<h1>Database unavailable</h1><p>Try again shortly.</p>"
+    };
+    html(StatusCode::SERVICE_UNAVAILABLE, "Unavailable", body)
 }
 
 fn ago(now: DateTime<Utc>, t: DateTime<Utc>) -> String {

@@ -14,6 +14,8 @@ pub struct Run<'a> {
     pub due_at: DateTime<Utc>,
     pub started_at: DateTime<Utc>,
     pub finished_at: DateTime<Utc>,
+    /// success, transient, auth, confirmed, permanent, lease_lost, not_pollable or pool_busy
+    /// (`scheduler::Outcome`).
     pub outcome: &'a str,
     pub calls: i32,
     pub datums_written: i32,
