@@ -37,11 +37,6 @@ impl Gate {
     pub fn slots(&self) -> usize {
         self.slots
     }
-
-    /// Slots free right now.
-    pub fn available(&self) -> usize {
-        self.permits.available_permits()
-    }
 }
 
 /// A pooled connection (and, from a gated store, its slot). Derefs to the connection.

@@ -152,8 +152,8 @@ pub async fn get(conn: &mut PgConnection, keys: &KeyRing, id: &DataSourceId) -> 
     fetch(conn, keys, id, false).await
 }
 
-/// The session, locked until the caller's transaction ends: the one way to refresh tokens, so
-/// exactly one refresh per data source is in flight across every replica.
+/// The session, locked until the caller's transaction ends (the short check-and-claim of
+/// [`Store::claim_refresh`]; the refresh itself runs under the refresh lease, not this lock).
 pub async fn lock(conn: &mut PgConnection, keys: &KeyRing, id: &DataSourceId) -> Result<Option<ProviderSession>> {
     fetch(conn, keys, id, true).await
 }
