@@ -168,7 +168,7 @@ pub async fn source_state(w: &World, user: &str, provider: &str) -> Option<DataS
 }
 
 async fn count(w: &World, sql: &str) -> i64 {
-    sqlx::query_scalar(sqlx::AssertSqlSafe(sql.to_owned())).fetch_one(w.app.store.pool()).await.unwrap()
+    sqlx::query_scalar(sqlx::AssertSqlSafe(sql.to_owned())).fetch_one(&w.app.sql).await.unwrap()
 }
 
 /// Everything the simulator issued must be absent from a pg_dump and from our logs.
@@ -207,7 +207,7 @@ async fn dexcom_connects_with_encrypted_tokens_and_nothing_leaks() {
     assert!(session.refresh_token.is_some());
     // First poll within a minute; a clinic report queued; audit; link consumed.
     let due: chrono::DateTime<chrono::Utc> =
-        sqlx::query_scalar("SELECT next_run_at FROM poll_schedule").fetch_one(w.app.store.pool()).await.unwrap();
+        sqlx::query_scalar("SELECT next_run_at FROM poll_schedule").fetch_one(&w.app.sql).await.unwrap();
     let wait = due - w.app.clock.now();
     assert!(wait > chrono::Duration::zero() && wait <= chrono::Duration::seconds(60), "{wait}");
     assert_eq!(count(&w, "SELECT count(*) FROM outbox WHERE kind = 'clinic_report'").await, 1);

@@ -17,7 +17,7 @@ async fn connected_and_polled(w: &World, user: &str, login: &str) -> model::Data
 }
 
 async fn count(w: &World, sql: &str, user: &str) -> i64 {
-    sqlx::query_scalar(sqlx::AssertSqlSafe(sql.to_owned())).bind(user).fetch_one(w.app.store.pool()).await.unwrap()
+    sqlx::query_scalar(sqlx::AssertSqlSafe(sql.to_owned())).bind(user).fetch_one(&w.app.sql).await.unwrap()
 }
 
 /// Follow `Link: <…>; rel="next"` until the end; returns every datum and the number of pages.
@@ -215,7 +215,7 @@ async fn an_edited_record_that_changed_time_moves() {
     let rows: Vec<(chrono::DateTime<chrono::Utc>,)> =
         sqlx::query_as("SELECT time FROM datums WHERE user_id = $1 AND id = '0123456789abcdef0123456789abcdef'")
             .bind(ALICE)
-            .fetch_all(w.app.store.pool())
+            .fetch_all(&w.app.sql)
             .await
             .unwrap();
     assert_eq!(rows, vec![(t0 + chrono::Duration::minutes(30),)]);

@@ -4,46 +4,30 @@ use model::{DataSourceState, ProviderName, UserId};
 use reqwest::StatusCode;
 use secrecy::SecretString;
 use serde_json::Value;
-use store::data_sources::{self, StateChange};
-use store::provider_sessions::{self, NewSession};
+use store::audit::Actor;
+use store::lifecycle::Connection;
 use tidegate_e2e::{TestApp, spawn_app, test_epoch};
 
 const ALICE: &str = "0123456789";
 const BOB: &str = "abcdef0123";
 
 async fn seed_connected(app: &TestApp, user: &str, provider: &str) -> model::DataSourceId {
-    let user = UserId::parse(user).unwrap();
-    let provider = ProviderName::parse(provider).unwrap();
-    let mut tx = app.store.begin().await.unwrap();
-    let change = StateChange {
-        state: DataSourceState::Connected,
-        error: None,
-        expiration_time: None,
-        region: None,
-        now: test_epoch(),
-    };
-    let source = data_sources::insert(&mut tx, &user, &provider, &change).await.unwrap();
-    let session = NewSession {
-        data_source_id: source.id.clone(),
-        user_id: user.clone(),
-        provider,
+    let c = Connection {
+        user: UserId::parse(user).unwrap(),
+        provider: ProviderName::parse(provider).unwrap(),
         region: None,
         partner_account_id: format!("acct-{user}"),
         access_token: SecretString::from("a".to_owned()),
         refresh_token: None,
         access_expires_at: None,
         scope: None,
+        link_token_hash: None,
+        first_poll_at: test_epoch(),
     };
-    provider_sessions::upsert(&mut tx, app.store.keys(), &session, test_epoch()).await.unwrap();
-    sqlx::query("INSERT INTO poll_schedule (data_source_id, user_id, provider, next_run_at, created_time, modified_time) VALUES ($1, $2, $3, $4, $4, $4)")
-        .bind(source.id.as_str())
-        .bind(user.as_str())
-        .bind(source.provider.as_str())
-        .bind(test_epoch())
-        .execute(&mut *tx)
-        .await
-        .unwrap();
-    tx.commit().await.unwrap();
+    let actor = Actor { sub: user.to_owned(), role: "patient".into() };
+    let source = app.store.connect(&actor, &c, test_epoch()).await.unwrap();
+    // The connection's own clinic report is not what these tests look at.
+    sqlx::query("DELETE FROM outbox").execute(&app.sql).await.unwrap();
     source.id
 }
 
@@ -86,7 +70,7 @@ async fn list_and_get_show_tidepool_fields_and_no_tokens() {
     let audited: i64 =
         sqlx::query_scalar("SELECT count(*) FROM audit_log WHERE action = 'read_data_sources' AND user_id = $1")
             .bind(ALICE)
-            .fetch_one(app.store.pool())
+            .fetch_one(&app.sql)
             .await
             .unwrap();
     assert_eq!(audited, 2, "each successful read is audited");
@@ -105,22 +89,21 @@ async fn disconnect_deletes_tokens_and_schedule_reports_and_is_idempotent() {
     assert_eq!(source.state, DataSourceState::Disconnected);
     assert_eq!(source.revision, 2, "the second disconnect changed nothing");
     assert!(app.store.get_provider_session(&id).await.unwrap().is_none());
-    let scheduled: i64 =
-        sqlx::query_scalar("SELECT count(*) FROM poll_schedule").fetch_one(app.store.pool()).await.unwrap();
+    let scheduled: i64 = sqlx::query_scalar("SELECT count(*) FROM poll_schedule").fetch_one(&app.sql).await.unwrap();
     assert_eq!(scheduled, 0);
     let reports: i64 = sqlx::query_scalar("SELECT count(*) FROM outbox WHERE kind = 'clinic_report' AND user_id = $1")
         .bind(ALICE)
-        .fetch_one(app.store.pool())
+        .fetch_one(&app.sql)
         .await
         .unwrap();
     assert_eq!(reports, 1, "one clinic report queued in the same transaction");
     let audit: Vec<(String, String)> =
         sqlx::query_as("SELECT actor_role, action FROM audit_log WHERE action = 'disconnect'")
-            .fetch_all(app.store.pool())
+            .fetch_all(&app.sql)
             .await
             .unwrap();
     assert_eq!(audit, vec![("patient".to_owned(), "disconnect".to_owned())]);
     // The audit log is append-only.
-    let tamper = sqlx::query("DELETE FROM audit_log").execute(app.store.pool()).await;
+    let tamper = sqlx::query("DELETE FROM audit_log").execute(&app.sql).await;
     assert!(tamper.is_err());
 }

@@ -17,6 +17,7 @@ use std::time::{Duration as StdDuration, Instant};
 use chrono::{DateTime, Duration, Utc};
 use model::{DataSourceId, DataSourceState, UserId};
 use partners::fetch::Batch;
+use partners::{PartnerDriver, Saved};
 use rand::{Rng, SeedableRng};
 use sandbox::carelink::{APP_REDIRECT_URI, SCOPE};
 use sandbox::clinic::ClinicFaults;
@@ -26,6 +27,11 @@ use tidegate_e2e::{Restart, World};
 
 use crate::poll::truth_as_of;
 use crate::workers::{Proc, scalar, seed, soak, spawn_worker, store_grant, user_id};
+
+/// CareLink's driver, as the registry holds it (the ground truth maps what the simulator serves).
+fn carelink() -> &'static dyn PartnerDriver {
+    partners::registry::data_driver("carelink").expect("CareLink has a data driver")
+}
 
 const CLINIC: &str = "c0ffee0000";
 
@@ -156,7 +162,9 @@ fn carelink_truth(
     loop {
         let body = serde_json::json!({ "patientData": sandbox::carelink::display::patient_data(person, at) });
         let mut batch = Batch::default();
-        partners::carelink::map::map_payload(user, &body, &mut batch).expect("the simulator's payload maps");
+        carelink()
+            .map_saved(user, Saved { document: &body, endpoint: None, window: None }, &mut batch)
+            .expect("the simulator's payload maps");
         for d in &batch.datums {
             let v = d.to_json();
             if !is_snapshot(&v) || at == until {
@@ -179,7 +187,7 @@ fn auth_servers(w: &World) -> impl Iterator<Item = &sandbox::authserver::AuthSer
 async fn first_import(w: &World, id: &DataSourceId) -> DateTime<Utc> {
     sqlx::query_scalar("SELECT min(started_at) FROM poll_runs WHERE data_source_id = $1 AND outcome = 'success'")
         .bind(id.as_str())
-        .fetch_one(w.app.store.pool())
+        .fetch_one(&w.app.sql)
         .await
         .unwrap()
 }
@@ -264,7 +272,7 @@ async fn settle(
         .bind(at)
         .bind(dead)
         .bind(now)
-        .fetch_one(w.app.store.pool())
+        .fetch_one(&w.app.sql)
         .await
         .unwrap();
         let outbox = if reports { outbox } else { 0 };
@@ -278,7 +286,7 @@ async fn settle(
             let due: i64 =
                 sqlx::query_scalar("SELECT count(*) FROM poll_schedule WHERE NOT paused AND next_run_at <= $1")
                     .bind(at)
-                    .fetch_one(w.app.store.pool())
+                    .fetch_one(&w.app.sql)
                     .await
                     .unwrap();
             if due == 0 && outbox == 0 {
@@ -294,7 +302,7 @@ async fn settle(
             )
             .bind(at)
             .bind(dead)
-            .fetch_all(w.app.store.pool())
+            .fetch_all(&w.app.sql)
             .await
             .unwrap();
             let reports: Vec<String> = sqlx::query_scalar(
@@ -305,7 +313,7 @@ async fn settle(
                    AND o.available_at <= $1",
             )
             .bind(at)
-            .fetch_all(w.app.store.pool())
+            .fetch_all(&w.app.sql)
             .await
             .unwrap();
             let sessions: Vec<String> = sqlx::query_scalar(
@@ -313,7 +321,7 @@ async fn settle(
                                wait_event, now() - xact_start, pg_blocking_pids(pid), left(query, 160))
                  FROM pg_stat_activity WHERE datname = current_database() AND pid <> pg_backend_pid()",
             )
-            .fetch_all(w.app.store.pool())
+            .fetch_all(&w.app.sql)
             .await
             .unwrap();
             panic!(
@@ -331,7 +339,7 @@ async fn history(w: &World, id: &model::DataSourceId) -> String {
          FROM poll_runs WHERE data_source_id = $1 ORDER BY started_at, id",
     )
     .bind(id.as_str())
-    .fetch_all(w.app.store.pool())
+    .fetch_all(&w.app.sql)
     .await
     .unwrap();
     rows.join("\n")
@@ -512,7 +520,7 @@ async fn the_fault_matrix_over_simulated_days_equals_the_ground_truth() {
     // (A second early: the workers read the clock at millisecond precision.)
     sqlx::query("UPDATE poll_schedule SET next_run_at = $1 WHERE NOT paused AND next_run_at > $1")
         .bind(at - Duration::seconds(1))
-        .execute(w.app.store.pool())
+        .execute(&w.app.sql)
         .await
         .unwrap();
     settle(&w, at, &dead, true, true, StdDuration::from_secs(180)).await;
@@ -531,7 +539,7 @@ async fn the_fault_matrix_over_simulated_days_equals_the_ground_truth() {
              RETURNING s.data_source_id",
         )
         .bind(at - Duration::seconds(1))
-        .fetch_all(w.app.store.pool())
+        .fetch_all(&w.app.sql)
         .await
         .unwrap();
         if retry.is_empty() {
@@ -658,7 +666,7 @@ async fn the_fault_matrix_over_simulated_days_equals_the_ground_truth() {
     assert!(kills >= 50 || soak(), "{kills} kills");
     let outcomes: Vec<(String, i64)> =
         sqlx::query_as("SELECT outcome, count(*) FROM poll_runs GROUP BY outcome ORDER BY outcome")
-            .fetch_all(w.app.store.pool())
+            .fetch_all(&w.app.sql)
             .await
             .unwrap();
     // Failed delivery attempts (the outage, and workers killed or cut off mid-delivery).
@@ -719,7 +727,9 @@ async fn carelink_payloads_agree_with_each_other() {
         while t <= start + Duration::hours(54) {
             let body = serde_json::json!({ "patientData": sandbox::carelink::display::patient_data(person, t) });
             let mut batch = Batch::default();
-            partners::carelink::map::map_payload(&user, &body, &mut batch).expect("maps");
+            carelink()
+                .map_saved(&user, Saved { document: &body, endpoint: None, window: None }, &mut batch)
+                .expect("maps");
             for d in &batch.datums {
                 let v = d.to_json();
                 if is_snapshot(&v) {

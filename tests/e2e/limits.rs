@@ -58,7 +58,7 @@ async fn an_oversized_body_answers_413_problem_json() {
         .await
         .unwrap();
     assert_problem(r, StatusCode::PAYLOAD_TOO_LARGE, "payload-too-large").await;
-    let links: i64 = sqlx::query_scalar("SELECT count(*) FROM link_tokens").fetch_one(app.store.pool()).await.unwrap();
+    let links: i64 = sqlx::query_scalar("SELECT count(*) FROM link_tokens").fetch_one(&app.sql).await.unwrap();
     assert_eq!(links, 0);
     // A body of ordinary size still works.
     assert_eq!(mint_link(&app).await.status(), StatusCode::CREATED);

@@ -18,6 +18,7 @@ mod openapi;
 mod outbox;
 mod poll;
 mod polling;
+mod store_intents;
 mod tenants;
 mod tokens_at_rest;
 mod workers;

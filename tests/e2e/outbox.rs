@@ -33,7 +33,7 @@ async fn drain(w: &World, worker: &scheduler::OutboxWorker) {
         worker.deliver_due().await.unwrap();
         let left: i64 =
             sqlx::query_scalar("SELECT count(*) FROM outbox WHERE delivered_time IS NULL AND parked_time IS NULL")
-                .fetch_one(w.app.store.pool())
+                .fetch_one(&w.app.sql)
                 .await
                 .unwrap();
         if left == 0 {
@@ -99,8 +99,7 @@ async fn a_clinic_outage_loses_nothing_and_the_last_body_is_the_current_state() 
         .unwrap();
     assert_eq!(r.status(), StatusCode::NO_CONTENT);
     worker.deliver_due().await.unwrap();
-    let attempts: i32 =
-        sqlx::query_scalar("SELECT max(attempts) FROM outbox").fetch_one(w.app.store.pool()).await.unwrap();
+    let attempts: i32 = sqlx::query_scalar("SELECT max(attempts) FROM outbox").fetch_one(&w.app.sql).await.unwrap();
     assert!(attempts >= 2, "deliveries were retried during the outage");
     // The clinic returns.
     admin(&w, reqwest::Method::PUT, "/admin/clinic/faults", json!({})).await;
@@ -224,7 +223,7 @@ async fn parked_reports_are_resent_on_demand() {
     assert_eq!(received(&w).await[0]["status"], 404);
     // Re-send on demand (what `tidegate report --all` does), now that she is a patient.
     seed(&w).await;
-    let mut conn = w.app.store.pool().acquire().await.unwrap();
+    let mut conn = w.app.sql.acquire().await.unwrap();
     let n = store::outbox::requeue_reports(&mut conn, None, w.app.clock.now()).await.unwrap();
     assert_eq!(n, 1);
     drain(&w, &worker).await;
@@ -266,7 +265,7 @@ async fn a_user_whose_delivery_lease_is_held_does_not_block_the_others() {
     let w = spawn_world(&[]).await;
     let now = w.app.clock.now();
     let (alice, bob) = (UserId::parse(ALICE).unwrap(), UserId::parse(BOB).unwrap());
-    let mut conn = w.app.store.pool().acquire().await.unwrap();
+    let mut conn = w.app.sql.acquire().await.unwrap();
     // Alice's report is the older one; a crashed deliverer still holds her lease.
     store::outbox::enqueue_clinic_report(&mut conn, &alice, now - chrono::Duration::seconds(10)).await.unwrap();
     store::outbox::enqueue_clinic_report(&mut conn, &bob, now - chrono::Duration::seconds(5)).await.unwrap();

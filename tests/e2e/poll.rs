@@ -5,6 +5,7 @@ use std::collections::BTreeMap;
 
 use chrono::{DateTime, Duration, Utc};
 use model::{DataSourceId, UserId};
+use partners::Saved;
 use partners::fetch::Batch;
 use reqwest::StatusCode;
 use serde_json::Value;
@@ -66,9 +67,12 @@ pub(crate) async fn truth_as_of(
     }
     let t: Value = w.app.http.get(url).send().await.unwrap().json().await.unwrap();
     let mut batch = Batch::default();
+    let dexcom = partners::registry::data_driver("dexcom").expect("Dexcom has a data driver");
     for kind in ["egvs", "events", "calibrations", "alerts"] {
         let envelope = serde_json::json!({ "records": t[kind] });
-        partners::dexcom::fetch::map_records(user, kind, &envelope, start, now + Duration::minutes(1), &mut batch);
+        let saved =
+            Saved { document: &envelope, endpoint: Some(kind), window: Some((start, now + Duration::minutes(1))) };
+        dexcom.map_saved(user, saved, &mut batch).expect("the simulator's records map");
     }
     let removed: Vec<&str> = batch.removed.iter().map(|r| r.as_str()).collect();
     batch
@@ -125,7 +129,7 @@ async fn a_simulated_week_of_dexcom_polls_equals_the_ground_truth() {
         .bind(id.as_str())
         .bind(now)
         .bind(now - Duration::hours(2))
-        .fetch_one(w.app.store.pool())
+        .fetch_one(&w.app.sql)
         .await
         .unwrap();
         late += n as u64;

@@ -52,7 +52,7 @@ async fn schedule(w: &World, id: &DataSourceId) -> Row {
         "SELECT next_run_at, next_kind, attempts, auth_failures, paused, lease_owner, last_error FROM poll_schedule WHERE data_source_id = $1",
     )
     .bind(id.as_str())
-    .fetch_one(w.app.store.pool())
+    .fetch_one(&w.app.sql)
     .await
     .unwrap()
 }
@@ -60,7 +60,7 @@ async fn schedule(w: &World, id: &DataSourceId) -> Row {
 async fn runs(w: &World, id: &DataSourceId) -> Vec<(String, DateTime<Utc>)> {
     sqlx::query_as("SELECT outcome, started_at FROM poll_runs WHERE data_source_id = $1 ORDER BY id")
         .bind(id.as_str())
-        .fetch_all(w.app.store.pool())
+        .fetch_all(&w.app.sql)
         .await
         .unwrap()
 }
@@ -109,7 +109,7 @@ async fn no_poll_starts_inside_the_blackout_on_the_spring_forward_day() {
     sqlx::query("UPDATE poll_schedule SET next_run_at = $2 WHERE data_source_id = $1")
         .bind(id.as_str())
         .bind(t("2026-03-08T09:58:00Z"))
-        .execute(w.app.store.pool())
+        .execute(&w.app.sql)
         .await
         .unwrap();
     set_time(&w, t("2026-03-08T10:05:00Z"));
@@ -221,7 +221,7 @@ async fn a_revoked_grant_is_confirmed_after_four_failures_and_the_patient_is_ask
     let kinds: Vec<Value> =
         sqlx::query_scalar("SELECT payload->'kind' FROM outbox WHERE user_id = $1 AND kind = 'patient_message'")
             .bind(ALICE)
-            .fetch_all(w.app.store.pool())
+            .fetch_all(&w.app.sql)
             .await
             .unwrap();
     assert_eq!(kinds, vec![Value::from("reconnect_needed")]);
@@ -268,7 +268,7 @@ async fn auth_errors_just_after_the_maintenance_window_are_transient() {
     sqlx::query("UPDATE provider_sessions SET access_expires_at = $2 WHERE data_source_id = $1")
         .bind(id.as_str())
         .bind(tidegate_e2e::test_epoch() - Duration::hours(1))
-        .execute(w.app.store.pool())
+        .execute(&w.app.sql)
         .await
         .unwrap();
     set_time(&w, schedule(&w, &id).await.next_run_at);
@@ -299,10 +299,8 @@ async fn a_failing_partner_trips_its_breaker_without_slowing_another() {
     set_time(&w, at);
     pass(&worker).await;
     // After two failures the circuit opens: the third Dexcom source waits; CareLink is polled.
-    let outcomes: Vec<(String, String)> = sqlx::query_as("SELECT provider, outcome FROM poll_runs ORDER BY id")
-        .fetch_all(w.app.store.pool())
-        .await
-        .unwrap();
+    let outcomes: Vec<(String, String)> =
+        sqlx::query_as("SELECT provider, outcome FROM poll_runs ORDER BY id").fetch_all(&w.app.sql).await.unwrap();
     assert!(outcomes.contains(&("carelink".into(), "success".into())), "{outcomes:?}");
     let dexcom_polls = outcomes.iter().filter(|(p, _)| p == "dexcom").count();
     assert!(dexcom_polls >= 2, "{outcomes:?}");
@@ -310,12 +308,12 @@ async fn a_failing_partner_trips_its_breaker_without_slowing_another() {
     pass(&worker).await;
     let kinds: Vec<String> =
         sqlx::query_scalar("SELECT next_kind FROM poll_schedule WHERE provider = 'dexcom' ORDER BY data_source_id")
-            .fetch_all(w.app.store.pool())
+            .fetch_all(&w.app.sql)
             .await
             .unwrap();
     assert!(kinds.iter().any(|k| k == "breaker" || k == "backoff"), "{kinds:?}");
     let polled_while_open: i64 = sqlx::query_scalar("SELECT count(*) FROM poll_runs WHERE provider = 'dexcom'")
-        .fetch_one(w.app.store.pool())
+        .fetch_one(&w.app.sql)
         .await
         .unwrap();
     assert_eq!(polled_while_open as usize, dexcom_polls, "nothing spent on an open circuit");
@@ -363,7 +361,7 @@ async fn concurrent_polls_of_one_source_refresh_its_token_once() {
     sqlx::query("UPDATE provider_sessions SET access_expires_at = $2 WHERE data_source_id = $1")
         .bind(id.as_str())
         .bind(tidegate_e2e::test_epoch() - Duration::minutes(1))
-        .execute(w.app.store.pool())
+        .execute(&w.app.sql)
         .await
         .unwrap();
     let before: u64 = w.sandbox.sim.dexcom_auth.iter().map(|(_, a)| a.refresh_count()).sum();
@@ -413,17 +411,15 @@ async fn a_budget_below_demand_stretches_intervals_evenly_and_is_never_exceeded(
     let budget: Value =
         w.app.http.get(w.sandbox.url("/admin/dexcom/budget")).send().await.unwrap().json().await.unwrap();
     let calls: i64 = sqlx::query_scalar("SELECT COALESCE(sum(calls), 0)::bigint FROM poll_runs")
-        .fetch_one(w.app.store.pool())
+        .fetch_one(&w.app.sql)
         .await
         .unwrap();
     let refused = budget["refused"].as_u64().unwrap();
     assert!(calls > 400, "{calls} calls");
     assert!((refused as f64) < calls as f64 * 0.01, "{refused} of {calls} calls answered 429");
     // Never more reserved than the hour allows.
-    let peak: i64 = sqlx::query_scalar("SELECT COALESCE(max(calls), 0) FROM partner_budget")
-        .fetch_one(w.app.store.pool())
-        .await
-        .unwrap();
+    let peak: i64 =
+        sqlx::query_scalar("SELECT COALESCE(max(calls), 0) FROM partner_budget").fetch_one(&w.app.sql).await.unwrap();
     assert!(peak <= BUDGET as i64, "{peak}");
     let stretch = worker.stretch_factor("dexcom");
     assert!(stretch > 1.2, "the population exceeds the budget: stretch {stretch}");
@@ -432,7 +428,7 @@ async fn a_budget_below_demand_stretches_intervals_evenly_and_is_never_exceeded(
         "SELECT count(*) FROM poll_runs WHERE started_at >= $1 AND outcome = 'success' GROUP BY data_source_id",
     )
     .bind(start + Duration::hours(3))
-    .fetch_all(w.app.store.pool())
+    .fetch_all(&w.app.sql)
     .await
     .unwrap();
     assert_eq!(counts.len(), SOURCES, "every source kept being polled");
@@ -441,7 +437,7 @@ async fn a_budget_below_demand_stretches_intervals_evenly_and_is_never_exceeded(
     let kinds: Vec<String> =
         sqlx::query_scalar("SELECT DISTINCT next_kind FROM poll_runs WHERE started_at >= $1 AND outcome = 'success'")
             .bind(start + Duration::hours(3))
-            .fetch_all(w.app.store.pool())
+            .fetch_all(&w.app.sql)
             .await
             .unwrap();
     assert!(kinds.iter().all(|k| k == "stretched" || k == "blackout" || k == "budget"), "{kinds:?}");
@@ -474,7 +470,7 @@ async fn a_poll_that_waits_too_long_for_a_connection_is_pool_busy_not_unavailabl
     let error: Option<String> =
         sqlx::query_scalar("SELECT error FROM poll_runs WHERE data_source_id = $1 AND outcome = 'pool_busy'")
             .bind(id.as_str())
-            .fetch_optional(w.app.store.pool())
+            .fetch_optional(&w.app.sql)
             .await
             .unwrap()
             .flatten();

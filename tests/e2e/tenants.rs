@@ -206,7 +206,7 @@ async fn a_clinician_request_reaches_the_patient_and_completes() {
 
     // The message is queued with its link sealed (no usable link in the database).
     let (payload,): (Value,) = sqlx::query_as("SELECT payload FROM outbox WHERE kind = 'patient_message'")
-        .fetch_one(w.app.store.pool())
+        .fetch_one(&w.app.sql)
         .await
         .unwrap();
     assert_eq!(payload["kind"], "connection_request");
@@ -244,7 +244,7 @@ async fn a_clinician_request_reaches_the_patient_and_completes() {
     let (payload,): (Value,) = sqlx::query_as(
         "SELECT payload FROM outbox WHERE kind = 'patient_message' AND payload->>'provider' = 'carelink'",
     )
-    .fetch_one(w.app.store.pool())
+    .fetch_one(&w.app.sql)
     .await
     .unwrap();
     let old = w.app.store.open_message_link(&UserId::parse(ALICE).unwrap(), &payload).unwrap();

@@ -1,11 +1,9 @@
 //! Partner tokens are encrypted at rest, bound to their row, and rotate to a new key.
 
-use std::sync::Arc;
-
-use model::{DataSourceState, ProviderName, UserId};
+use model::{ProviderName, UserId};
 use secrecy::{ExposeSecret, SecretString};
-use store::data_sources::{self, StateChange};
-use store::provider_sessions::{self, NewSession};
+use store::audit::Actor;
+use store::lifecycle::Connection;
 use store::{KeyRing, Store, StoreError};
 use tidegate_e2e::{TestDb, test_epoch, test_settings};
 
@@ -17,31 +15,20 @@ async fn store_with(db: &TestDb, keys: &SecretString) -> Store {
 }
 
 async fn connect(store: &Store, user: &str, provider: &str, access: &str, refresh: &str) -> model::DataSourceId {
-    let user = UserId::parse(user).unwrap();
-    let provider = ProviderName::parse(provider).unwrap();
-    let mut tx = store.begin().await.unwrap();
-    let change = StateChange {
-        state: DataSourceState::Connected,
-        error: None,
-        expiration_time: None,
+    let c = Connection {
+        user: UserId::parse(user).unwrap(),
+        provider: ProviderName::parse(provider).unwrap(),
         region: Some("us".into()),
-        now: test_epoch(),
-    };
-    let source = data_sources::insert(&mut tx, &user, &provider, &change).await.unwrap();
-    let session = NewSession {
-        data_source_id: source.id.clone(),
-        user_id: user,
-        provider,
-        region: Some("us".into()),
-        partner_account_id: format!("acct-{}", source.id),
+        partner_account_id: format!("acct-{user}"),
         access_token: SecretString::from(access.to_owned()),
         refresh_token: Some(SecretString::from(refresh.to_owned())),
         access_expires_at: Some(test_epoch()),
         scope: Some("offline_access".into()),
+        link_token_hash: None,
+        first_poll_at: test_epoch(),
     };
-    provider_sessions::upsert(&mut tx, store.keys(), &session, test_epoch()).await.unwrap();
-    tx.commit().await.unwrap();
-    source.id
+    let actor = Actor { sub: user.to_owned(), role: "patient".into() };
+    store.connect(&actor, &c, test_epoch()).await.unwrap().id
 }
 
 #[tokio::test]
@@ -75,7 +62,7 @@ async fn tampered_or_moved_ciphertexts_do_not_decrypt() {
     // Flip one bit of a's access token.
     sqlx::query("UPDATE provider_sessions SET access_token = set_byte(access_token, 20, get_byte(access_token, 20) # 1) WHERE data_source_id = $1")
         .bind(a.as_str())
-        .execute(store.pool())
+        .execute(&db.sql())
         .await
         .unwrap();
     let err = store.get_provider_session(&a).await.unwrap_err();
@@ -88,7 +75,7 @@ async fn tampered_or_moved_ciphertexts_do_not_decrypt() {
     )
     .bind(a.as_str())
     .bind(b.as_str())
-    .execute(store.pool())
+    .execute(&db.sql())
     .await
     .unwrap();
     let err = store.get_provider_session(&a).await.unwrap_err();
@@ -110,15 +97,15 @@ async fn keys_rotate_reencrypts_everything_so_the_old_key_can_go() {
     }
     // Deploy the ring with the new key first, the old one still present; rotate.
     let both = SecretString::from(format!("{},{}", new.expose_secret(), old.expose_secret()));
-    let rotating = Store::new(store.pool().clone(), Arc::new(KeyRing::parse(&both).unwrap()));
+    let rotating = store_with(&db, &both).await;
     let n = tidegate::keys::rotate(&rotating).await.unwrap();
     assert_eq!(n, 7);
     assert_eq!(tidegate::keys::rotate(&rotating).await.unwrap(), 0, "a second run has nothing to do");
     let key_ids: Vec<String> =
-        sqlx::query_scalar("SELECT DISTINCT key_id FROM provider_sessions").fetch_all(store.pool()).await.unwrap();
+        sqlx::query_scalar("SELECT DISTINCT key_id FROM provider_sessions").fetch_all(&db.sql()).await.unwrap();
     assert_eq!(key_ids, vec!["new".to_owned()]);
     // Retire the old key: everything still decrypts.
-    let only_new = Store::new(store.pool().clone(), Arc::new(KeyRing::parse(&new).unwrap()));
+    let only_new = store_with(&db, &new).await;
     for (i, id) in ids.iter().enumerate() {
         let s = only_new.get_provider_session(id).await.unwrap().unwrap();
         assert_eq!(s.access_token.expose_secret(), format!("access-{i}"));

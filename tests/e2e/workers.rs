@@ -145,7 +145,7 @@ async fn settle(w: &World, at: DateTime<Utc>, within: StdDuration) {
             "SELECT count(*) FROM poll_schedule WHERE NOT paused AND (next_run_at <= $1 OR lease_owner IS NOT NULL)",
         )
         .bind(at)
-        .fetch_one(w.app.store.pool())
+        .fetch_one(&w.app.sql)
         .await
         .unwrap();
         if busy == 0 {
@@ -171,7 +171,7 @@ async fn all_runs(w: &World) -> Vec<Run> {
     sqlx::query_as(
         "SELECT data_source_id, owner, due_at, started_at, outcome, next_run_at, next_kind FROM poll_runs ORDER BY data_source_id, started_at, id",
     )
-    .fetch_all(w.app.store.pool())
+    .fetch_all(&w.app.sql)
     .await
     .unwrap()
 }
@@ -340,7 +340,7 @@ where
 }
 
 pub(crate) async fn scalar(w: &World, sql: &str) -> i64 {
-    sqlx::query_scalar(sqlx::AssertSqlSafe(sql.to_owned())).fetch_one(w.app.store.pool()).await.unwrap()
+    sqlx::query_scalar(sqlx::AssertSqlSafe(sql.to_owned())).fetch_one(&w.app.sql).await.unwrap()
 }
 
 fn refreshes(w: &World) -> u64 {
@@ -350,7 +350,7 @@ fn refreshes(w: &World) -> u64 {
 async fn expire_access_tokens(w: &World) {
     sqlx::query("UPDATE provider_sessions SET access_expires_at = $1")
         .bind(tidegate_e2e::test_epoch() - Duration::hours(1))
-        .execute(w.app.store.pool())
+        .execute(&w.app.sql)
         .await
         .unwrap();
 }
@@ -403,7 +403,7 @@ async fn a_worker_killed_mid_poll_loses_nothing() {
     settle(&w, after, StdDuration::from_secs(60)).await;
     assert!(heir.terminate(StdDuration::from_secs(30)), "{}", heir.log());
     let outcomes: Vec<String> =
-        sqlx::query_scalar("SELECT outcome FROM poll_runs").fetch_all(w.app.store.pool()).await.unwrap();
+        sqlx::query_scalar("SELECT outcome FROM poll_runs").fetch_all(&w.app.sql).await.unwrap();
     assert_eq!(outcomes.len(), SOURCES, "each source polled once after the lease expired: {outcomes:?}");
     assert!(outcomes.iter().all(|o| o == "success"), "{outcomes:?}\n{}", heir.log());
     assert_eq!(refreshes(&w), 2 * SOURCES as u64);
@@ -439,13 +439,13 @@ async fn two_worker_processes_racing_to_refresh_one_token_send_one_refresh() {
     })
     .await;
     let first_owner: uuid::Uuid =
-        sqlx::query_scalar("SELECT lease_owner FROM poll_schedule").fetch_one(w.app.store.pool()).await.unwrap();
+        sqlx::query_scalar("SELECT lease_owner FROM poll_schedule").fetch_one(&w.app.sql).await.unwrap();
     let mut second = spawn_worker(&w, "race-b", &lease);
     // The lease expires while the first refresh is in flight: the second worker claims it.
     w.sandbox.sim.clock.set(start + Duration::minutes(2) + Duration::seconds(90));
     wait_for("the second claim", StdDuration::from_secs(20), || async {
         let owner: Option<uuid::Uuid> =
-            sqlx::query_scalar("SELECT lease_owner FROM poll_schedule").fetch_one(w.app.store.pool()).await.unwrap();
+            sqlx::query_scalar("SELECT lease_owner FROM poll_schedule").fetch_one(&w.app.sql).await.unwrap();
         owner.is_some_and(|o| o != first_owner)
     })
     .await;
@@ -457,7 +457,7 @@ async fn two_worker_processes_racing_to_refresh_one_token_send_one_refresh() {
     assert!(second.terminate(StdDuration::from_secs(30)), "{}", second.log());
     assert_eq!(refreshes(&w), 1, "exactly one refresh reached the partner");
     let mut outcomes: Vec<String> =
-        sqlx::query_scalar("SELECT outcome FROM poll_runs").fetch_all(w.app.store.pool()).await.unwrap();
+        sqlx::query_scalar("SELECT outcome FROM poll_runs").fetch_all(&w.app.sql).await.unwrap();
     outcomes.sort();
     assert_eq!(
         outcomes,
@@ -494,7 +494,7 @@ async fn a_burst_of_due_polls_on_a_quarter_sized_pool_waits_for_connections_and_
          CREATE TRIGGER test_slow AFTER INSERT ON poll_runs
            FOR EACH STATEMENT EXECUTE FUNCTION test_slow();",
     )
-    .execute(w.app.store.pool())
+    .execute(&w.app.sql)
     .await
     .unwrap();
     let at = start + Duration::minutes(2);
@@ -520,7 +520,7 @@ async fn a_burst_of_due_polls_on_a_quarter_sized_pool_waits_for_connections_and_
     assert!(log.contains("polls will queue for connections"), "start-up warns about the ratio:\n{log}");
     let outcomes: Vec<(String, i64)> =
         sqlx::query_as("SELECT outcome, count(*) FROM poll_runs GROUP BY outcome ORDER BY outcome")
-            .fetch_all(w.app.store.pool())
+            .fetch_all(&w.app.sql)
             .await
             .unwrap();
     assert_eq!(outcomes, vec![("success".to_owned(), SOURCES as i64)], "{log}");

@@ -66,6 +66,8 @@ pub struct TestApp {
     pub ops_addr: SocketAddr,
     pub settings: Settings,
     pub store: store::Store,
+    /// The test's own connections to the app's database (plain SQL beside the store).
+    pub sql: sqlx::PgPool,
     pub clock: Arc<ManualClock>,
     pub http: reqwest::Client,
     pub db: TestDb,
@@ -197,6 +199,7 @@ async fn spawn_on(listener: tokio::net::TcpListener, db: TestDb, settings: Setti
         ops_addr,
         settings,
         store,
+        sql: db.sql(),
         clock,
         http: reqwest::Client::builder().redirect(reqwest::redirect::Policy::none()).build().expect("client"),
         db,

@@ -6,17 +6,16 @@
 use axum::http::{HeaderMap, StatusCode, header};
 use axum::response::Response;
 use chrono::Duration;
-use model::{LinkTokenId, ProviderName};
-use partners::carelink::{self, Role as ClRole};
-use partners::registry::{Driver, Partner, ResolvedRegion};
-use partners::{PartnerError, RedirectMode, TokenSet};
+use model::{AccountChoice, LinkTokenId, ProviderName};
+use partners::registry::{Partner, ResolvedRegion};
+use partners::{Identity, PartnerError, RedirectMode, TokenSet};
 use rand::Rng;
 use secrecy::{ExposeSecret, SecretString};
 use sha2::{Digest, Sha256};
 use store::audit::Actor;
 use store::lifecycle::{ConnectError, Connection};
 use store::link_tokens::{self, LinkToken};
-use store::oauth_authorizations::{self, Authorization, NewAuthorization, Pending};
+use store::oauth_authorizations::{Authorization, NewAuthorization, Pending};
 
 use crate::pages::{esc, page, problem, see_other};
 use crate::state::AppState;
@@ -187,19 +186,14 @@ pub async fn authorize(
         pkce_verifier: verifier,
         expires_at: now + state.connect.authorization_ttl,
     };
-    let inserted = async {
-        let mut conn = state.store.acquire().await?;
-        oauth_authorizations::insert(&mut conn, state.store.keys(), &new, now).await
-    }
-    .await;
-    if let Err(e) = inserted {
+    if let Err(e) = state.store.start_authorization(&new, now).await {
         tracing::error!(error = %e, "storing the authorization failed");
         return unavailable();
     }
     let url = resolved.oauth.authorize_url(oauth_state.expose_secret(), challenge.as_deref());
     let mut resp = match partner.redirect_mode() {
         RedirectMode::Web => see_other(&url),
-        RedirectMode::Paste => paste_page(partner, provider, &url),
+        RedirectMode::Paste => paste_page(partner, provider, &resolved, &url),
     };
     let cookie = format!(
         "{COOKIE}={}; HttpOnly; SameSite=Lax; Path=/v1/oauth/{provider}; Max-Age={}{}",
@@ -233,8 +227,10 @@ fn region_choice(partner: &Partner, provider: &ProviderName, token: &str) -> Res
     )
 }
 
-fn paste_page(partner: &Partner, provider: &ProviderName, url: &str) -> Response {
+fn paste_page(partner: &Partner, provider: &ProviderName, resolved: &ResolvedRegion, url: &str) -> Response {
     let name = esc(partner.display_name());
+    // The address the partner sends the browser to starts with its registered redirect URI.
+    let target = esc(&resolved.oauth.redirect_uri);
     page(
         StatusCode::OK,
         &format!("Connect {name}"),
@@ -243,13 +239,13 @@ fn paste_page(partner: &Partner, provider: &ProviderName, url: &str) -> Response
              <ol><li><a class=\"button\" id=\"partner-link\" href=\"{link}\" target=\"_blank\" rel=\"noopener noreferrer\">Sign in to {name}</a><br>\
              Use your {name} care-partner (follower) account.</li>\
              <li>After you sign in, your browser tries to open an address that starts with \
-             <code>com.medtronic.carepartner:/sso?code=</code> and shows an error or an empty page. \
+             <code>{target}?code=</code> and shows an error or an empty page. \
              Copy that whole address from the address bar.</li>\
              <li>Paste it here and press Connect.</li></ol>\
              <form method=\"post\" action=\"/v1/oauth/{provider}/redirect\">\
              <label for=\"url\">Address from {name}</label>\
              <input type=\"text\" id=\"url\" name=\"url\" required autocomplete=\"off\" spellcheck=\"false\" \
-             placeholder=\"com.medtronic.carepartner:/sso?code=…&amp;state=…\">\
+             placeholder=\"{target}?code=…&amp;state=…\">\
              <button type=\"submit\" id=\"connect\">Connect</button></form>\
              <p class=\"note\">We never see or store your {name} password. This page works for 10 minutes.</p>",
             link = esc(url)
@@ -305,20 +301,7 @@ pub async fn callback(state: &AppState, provider: &ProviderName, headers: &Heade
         return refused("This sign-in cannot be completed", "The answer from the partner is missing its state.");
     };
     let now = state.clock.now();
-    let claimed = async {
-        let mut tx = state.store.begin().await?;
-        let a = oauth_authorizations::claim_by_state(
-            &mut tx,
-            state.store.keys(),
-            &SecretString::from(raw_state.to_owned()),
-            now,
-        )
-        .await?;
-        tx.commit().await?;
-        Ok::<_, store::StoreError>(a)
-    }
-    .await;
-    let a = match claimed {
+    let a = match state.store.claim_authorization(&SecretString::from(raw_state.to_owned()), now).await {
         Ok(Some(a)) => a,
         Ok(None) => {
             return refused("This sign-in cannot be completed", "We did not start this sign-in (unknown state).");
@@ -394,20 +377,17 @@ fn exchange_failed(partner: &Partner, e: &PartnerError) -> Response {
 /// request. A database problem does not block the person: the call is made.
 async fn spend_budget(state: &AppState, partner: &Partner) -> bool {
     let Some(cap) = partner.settings.schedule.calls_per_hour else { return true };
-    if partner.driver != Driver::Dexcom {
+    let calls = i64::from(partner.driver.identity_calls());
+    if calls == 0 {
         return true;
     }
-    let window = store::partner_budget::window_of(state.clock.now());
     let cap = i64::try_from(cap).unwrap_or(i64::MAX);
-    match state.store.acquire().await {
-        Ok(mut conn) => match store::partner_budget::reserve(&mut conn, partner.name.as_str(), window, 1, cap).await {
-            Ok(granted) => granted == 1,
-            Err(e) => {
-                tracing::warn!(error = %e, "reserving a partner call failed; calling anyway");
-                true
-            }
-        },
-        Err(_) => true,
+    match state.store.reserve_partner_calls(partner.name.as_str(), state.clock.now(), calls, cap).await {
+        Ok(granted) => granted == calls,
+        Err(e) => {
+            tracing::warn!(error = %e, "reserving a partner call failed; calling anyway");
+            true
+        }
     }
 }
 
@@ -430,40 +410,14 @@ async fn finish_with_identity(
             "Nothing was changed. Try again in a few minutes with the same link.",
         );
     }
-    let account_id = match partner.driver {
-        Driver::Dexcom => match partners::dexcom::account_id(
-            &partner.http,
-            &resolved.api_base_url,
-            tokens.access_token.expose_secret(),
-        )
-        .await
-        {
-            Ok(id) => id,
-            Err(e) => return identity_failed(partner, &e),
-        },
-        Driver::Carelink => {
-            let web = resolved.web_base_url.clone().unwrap_or_default();
-            let account = match carelink::account(&partner.http, &web, tokens.access_token.expose_secret()).await {
-                Ok(acc) => acc,
-                Err(e) => return identity_failed(partner, &e),
-            };
-            match (&account.role, account.patients.as_slice()) {
-                (ClRole::Patient, _) => account.account_id(None),
-                (ClRole::CarePartner, [one]) => account.account_id(Some(one)),
-                (ClRole::CarePartner, []) => {
-                    return problem(
-                        StatusCode::BAD_REQUEST,
-                        "No patient to follow",
-                        "This CareLink care-partner account does not follow any patient yet.",
-                        "Link the patient to this account in the CareLink app, then open your link again.",
-                    );
-                }
-                (ClRole::CarePartner, several) => {
-                    return choose_patient(state, partner, &a, tokens, &account, several).await;
-                }
-            }
+    let call = partner.call(resolved, tokens.access_token.expose_secret());
+    let account_id = match partner.driver.identify(call, &a.user_id).await {
+        Ok(Identity::Account(id)) => id,
+        Ok(Identity::Choose(choices)) => return choose_account(state, partner, &a, tokens, choices).await,
+        Ok(Identity::Unusable { title, detail, remedy }) => {
+            return problem(StatusCode::BAD_REQUEST, &title, &detail, &remedy);
         }
-        Driver::Generic => format!("user:{}", a.user_id),
+        Err(e) => return identity_failed(partner, &e),
     };
     store_connection(state, partner, &a, tokens, account_id).await
 }
@@ -509,8 +463,9 @@ async fn store_connection(
     match state.store.connect(&actor, &c, now).await {
         Ok(source) => {
             tracing::info!(provider = %a.provider, data_source = %source.id, "connected");
-            if let Ok(mut conn) = state.store.acquire().await {
-                let _ = oauth_authorizations::complete(&mut conn, a.id, now).await;
+            if let Err(e) = state.store.complete_authorization(a.id, now).await {
+                // The connection is stored; the attempt's row expires and is swept anyway.
+                tracing::warn!(error = %e, "marking the authorization complete failed");
             }
             finished(state, partner)
         }
@@ -527,35 +482,32 @@ async fn store_connection(
     }
 }
 
-/// A care partner following several patients chooses one; the tokens wait, encrypted.
-async fn choose_patient(
+/// The sign-in reaches several partner accounts (a care partner following several patients):
+/// the person chooses one; the tokens wait, sealed.
+async fn choose_account(
     state: &AppState,
     partner: &Partner,
     a: &Authorization,
     tokens: TokenSet,
-    account: &carelink::Account,
-    patients: &[String],
+    choices: Vec<AccountChoice>,
 ) -> Response {
     let now = state.clock.now();
+    let options: String = choices
+        .iter()
+        .enumerate()
+        .map(|(i, c)| format!("<p><input type=\"radio\" name=\"patient\" id=\"p{i}\" value=\"{0}\" required> <label for=\"p{i}\">{0}</label></p>", esc(&c.label)))
+        .collect();
     let pending = Pending {
         access_token: tokens.access_token,
         refresh_token: tokens.refresh_token,
         expires_at: tokens.expires_in.and_then(|d| Duration::from_std(d).ok()).map(|d| now + d),
-        account: serde_json::json!({"username": account.username, "roleName": account.role_name, "patients": patients, "scope": tokens.scope}),
+        choices,
+        scope: tokens.scope,
     };
-    let held = async {
-        let mut conn = state.store.acquire().await?;
-        oauth_authorizations::hold_pending(&mut conn, state.store.keys(), a.id, &pending).await
-    }
-    .await;
-    if held.is_err() {
+    if let Err(e) = state.store.hold_for_choice(a.id, &pending).await {
+        tracing::error!(error = %e, "holding the tokens for a choice failed");
         return unavailable();
     }
-    let options: String = patients
-        .iter()
-        .enumerate()
-        .map(|(i, p)| format!("<p><input type=\"radio\" name=\"patient\" id=\"p{i}\" value=\"{0}\" required> <label for=\"p{i}\">{0}</label></p>", esc(p)))
-        .collect();
     page(
         StatusCode::OK,
         "Whose data should we import?",
@@ -590,12 +542,7 @@ pub async fn choose(
         return refused("This choice cannot be completed", "The form was altered.");
     };
     let now = state.clock.now();
-    let locked = async {
-        let mut conn = state.store.acquire().await?;
-        oauth_authorizations::lock_pending(&mut conn, state.store.keys(), id).await
-    }
-    .await;
-    let (a, pending) = match locked {
+    let (a, pending) = match state.store.pending_choice(id).await {
         Ok(Some(x)) => x,
         Ok(None) => return refused("This choice cannot be completed", "There is no sign-in waiting for a choice."),
         Err(_) => return unavailable(),
@@ -607,20 +554,15 @@ pub async fn choose(
         Some(c) if sha256(&c) == a.browser_binding_hash => {}
         _ => return refused("Please finish in the same browser", "This sign-in was started in another browser."),
     }
-    let patients: Vec<String> = pending.account["patients"]
-        .as_array()
-        .map(|v| v.iter().filter_map(|p| p.as_str().map(str::to_owned)).collect())
-        .unwrap_or_default();
-    if !patients.iter().any(|p| p == patient) {
+    let Some(chosen) = pending.choices.iter().find(|c| c.label == patient) else {
         return refused("This choice cannot be completed", "That person is not followed by this account.");
-    }
-    let username = pending.account["username"].as_str().unwrap_or_default();
-    let account_id = format!("{username}/carepartner/{patient}");
+    };
+    let account_id = chosen.account_id.clone();
     let tokens = TokenSet {
         access_token: pending.access_token,
         refresh_token: pending.refresh_token,
         expires_in: pending.expires_at.and_then(|t| (t - now).to_std().ok()),
-        scope: pending.account["scope"].as_str().map(str::to_owned),
+        scope: pending.scope,
     };
     store_connection(state, partner, &a, tokens, account_id).await
 }

@@ -12,5 +12,5 @@ pub mod time;
 
 pub use clock::{Clock, ManualClock, OffsetClock, SharedClock, SystemClock};
 pub use ids::{ClinicId, DataSourceId, DatumId, InvalidId, LinkTokenId, UserId};
-pub use provider::ProviderName;
+pub use provider::{AccountChoice, ProviderName};
 pub use state::{DataSourceState, Event, Transition, UnknownState, transition};

@@ -70,3 +70,12 @@ mod tests {
         }
     }
 }
+
+/// One partner account a person may choose after signing in (a care partner who follows several
+/// patients): what to show them, and the partner account id the data source then follows.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct AccountChoice {
+    pub label: String,
+    pub account_id: String,
+}

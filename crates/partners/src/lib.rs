@@ -7,6 +7,7 @@ pub mod carelink;
 pub mod clinic;
 pub mod config;
 pub mod dexcom;
+pub mod driver;
 pub mod error;
 pub mod fetch;
 pub mod http;
@@ -14,6 +15,7 @@ pub mod oauth;
 pub mod registry;
 
 pub use config::{ClientAuth, PartnerSettings, RedirectMode, RegionSettings};
+pub use driver::{Call, Cursor, Identity, PartnerDriver, PollRequest, Saved};
 pub use error::PartnerError;
 pub use oauth::{OAuthEndpoints, TokenSet};
 pub use registry::{Partner, Registry};

@@ -9,26 +9,34 @@ use tokio::sync::Mutex;
 
 use crate::carelink::{self, Discovered};
 use crate::config::{PartnerSettings, RedirectMode, RegionSettings};
+use crate::driver::{OAuthOnly, PartnerDriver};
 use crate::error::PartnerError;
 use crate::oauth::OAuthEndpoints;
 
 /// How long a discovery answer is trusted.
 const DISCOVERY_TTL: Duration = Duration::from_secs(3600);
 
-/// Which driver knows the partner's account identity and data.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Driver {
-    Dexcom,
-    Carelink,
-    /// A configured partner without a data driver (OAuth only).
-    Generic,
+/// The partners we read data from, by configured name: one line per partner. Any other
+/// configured partner is connected through OAuth and not polled.
+static DRIVERS: &[(&str, &dyn PartnerDriver)] =
+    &[("dexcom", &crate::dexcom::Dexcom), ("carelink", &carelink::Carelink)];
+
+/// The data driver of a partner name (`None`: no driver reads this partner's data).
+pub fn data_driver(name: &str) -> Option<&'static dyn PartnerDriver> {
+    DRIVERS.iter().find(|(n, _)| *n == name).map(|(_, d)| *d)
+}
+
+/// The partner names that have a data driver.
+pub fn data_drivers() -> impl Iterator<Item = &'static str> {
+    DRIVERS.iter().map(|(n, _)| *n)
 }
 
 #[derive(Debug)]
 pub struct Partner {
     pub name: ProviderName,
     pub settings: PartnerSettings,
-    pub driver: Driver,
+    /// What knows the partner's account identity and data.
+    pub driver: &'static dyn PartnerDriver,
     pub http: reqwest::Client,
     callback_url: String,
     discovered: Mutex<BTreeMap<String, (Instant, Discovered)>>,
@@ -46,6 +54,11 @@ pub struct ResolvedRegion {
 }
 
 impl Partner {
+    /// A call to this partner in `region` with `access_token`.
+    pub fn call<'a>(&'a self, region: &'a ResolvedRegion, access_token: &'a str) -> crate::driver::Call<'a> {
+        crate::driver::Call { http: &self.http, region, access_token }
+    }
+
     pub fn display_name(&self) -> &str {
         &self.settings.display_name
     }
@@ -162,11 +175,7 @@ impl Registry {
         for (name, s) in settings {
             let provider =
                 ProviderName::parse(name).map_err(|e| PartnerError::Config(format!("partners.{name}: {e}")))?;
-            let driver = match name.as_str() {
-                "dexcom" => Driver::Dexcom,
-                "carelink" => Driver::Carelink,
-                _ => Driver::Generic,
-            };
+            let driver = data_driver(name).unwrap_or(&OAuthOnly);
             let http = crate::http::client(s.user_agent.as_deref(), Duration::from_secs(s.timeout_secs));
             let callback_url = format!("{}/v1/oauth/{name}/redirect", public_url.trim_end_matches('/'));
             partners.insert(

@@ -11,15 +11,15 @@ use std::collections::BTreeMap;
 
 use chrono::{DateTime, Duration, Utc};
 use model::{DataSourceId, DataSourceState, SharedClock};
-use partners::dexcom::fetch::Cursor as DexcomCursor;
 use partners::fetch::{Batch, FetchSettings};
-use partners::registry::{Driver, Partner, ResolvedRegion};
-use partners::{PartnerError, Registry};
+use partners::registry::{Partner, ResolvedRegion};
+use partners::{Cursor, PartnerError, PollRequest, Registry};
 use secrecy::ExposeSecret;
 use serde_json::{Value, json};
 use store::datums::{NewDatum, Written};
+use store::polls::{PollResult, Recorded};
 use store::provider_sessions::{ProviderSession, RefreshClaim, Refreshed};
-use store::{Store, StoreError, poll_schedule};
+use store::{Store, StoreError};
 use uuid::Uuid;
 
 /// How a poll reads and when it refreshes.
@@ -104,10 +104,10 @@ impl Poller {
             return Err(PollError::NotPollable("the data source is not connected"));
         }
         let mut session = start.session.ok_or(PollError::NotPollable("no provider session"))?;
-        let cursor = start.cursor.ok_or(PollError::NotPollable("not scheduled"))?;
+        let cursor = Cursor::stored(start.cursor.ok_or(PollError::NotPollable("not scheduled"))?);
         tracing::Span::current().record("partner", session.provider.as_str());
         let partner = self.partners.get(&session.provider).ok_or(PollError::NotPollable("partner not configured"))?;
-        if partner.driver == Driver::Generic {
+        if !partner.driver.polls() {
             return Err(PollError::NotPollable("partner has no data driver"));
         }
         let region = session.region.clone().or_else(|| partner.implied_region()).unwrap_or_default();
@@ -118,12 +118,12 @@ impl Poller {
             session = self.refresh(partner, &resolved, &session).await?;
             outcome.refreshed = true;
         }
-        let fetched = match self.fetch(partner, &resolved, &session, cursor.as_ref(), now).await {
+        let fetched = match self.fetch(partner, &resolved, &session, &cursor, now).await {
             Err(PartnerError::Unauthorized) if !outcome.refreshed => {
                 // Once on 401: refresh (or pick up another replica's refresh) and try again.
                 session = self.refresh(partner, &resolved, &session).await?;
                 outcome.refreshed = true;
-                self.fetch(partner, &resolved, &session, cursor.as_ref(), now).await
+                self.fetch(partner, &resolved, &session, &cursor, now).await
             }
             other => other,
         };
@@ -157,48 +157,24 @@ impl Poller {
         Ok(outcome)
     }
 
-    /// Run the partner's driver. Returns the batch and the next cursor (as stored JSON).
+    /// Run the partner's driver. Returns the batch and the next cursor.
     async fn fetch(
         &self,
         partner: &Partner,
         resolved: &ResolvedRegion,
         session: &ProviderSession,
-        cursor: Option<&Value>,
+        cursor: &Cursor,
         now: DateTime<Utc>,
-    ) -> Result<(Batch, Value), PartnerError> {
-        let token = session.access_token.expose_secret();
-        match partner.driver {
-            Driver::Dexcom => {
-                // An unreadable cursor (older format) starts over; idempotent writes make that safe.
-                let cursor: DexcomCursor =
-                    cursor.and_then(|c| serde_json::from_value(c.clone()).ok()).unwrap_or_default();
-                let (batch, next) = partners::dexcom::fetch::poll(
-                    &partner.http,
-                    &resolved.api_base_url,
-                    token,
-                    &session.user_id,
-                    &cursor,
-                    now,
-                    &self.settings.fetch,
-                )
-                .await?;
-                Ok((batch, serde_json::to_value(next).unwrap_or(Value::Null)))
-            }
-            Driver::Carelink => {
-                let follow = partners::carelink::fetch::Follow::parse(&session.partner_account_id)?;
-                let batch = partners::carelink::fetch::poll(
-                    &partner.http,
-                    &resolved.api_base_url,
-                    token,
-                    &session.user_id,
-                    &follow,
-                )
-                .await?;
-                // CareLink serves the last 24 h on every call: nothing to remember but when.
-                Ok((batch, json!({"polledAt": model::time::format(&now)})))
-            }
-            Driver::Generic => Err(PartnerError::Config("partner has no data driver".into())),
-        }
+    ) -> Result<(Batch, Cursor), PartnerError> {
+        let call = partner.call(resolved, session.access_token.expose_secret());
+        let req = PollRequest {
+            user: &session.user_id,
+            account_id: &session.partner_account_id,
+            cursor,
+            now,
+            settings: &self.settings.fetch,
+        };
+        partner.driver.poll(call, req).await
     }
 
     /// Refresh under the session's refresh lease (one refresh per data source in flight across
@@ -268,15 +244,15 @@ impl Poller {
         }
     }
 
-    /// One transaction: fence on the lease, write the datums and removals, move the cursor and
-    /// the source's data times, queue the clinic report when latest data moved an hour or more.
+    /// Write what the poll fetched: one store transaction ([`Store::record_poll`]), fenced on the
+    /// lease.
     async fn write(
         &self,
         session: &ProviderSession,
         lease: Option<Uuid>,
         next: Option<(DateTime<Utc>, &'static str)>,
         batch: Batch,
-        cursor: &Value,
+        cursor: &Cursor,
         outcome: &mut PollOutcome,
     ) -> Result<(), PollError> {
         let now = self.clock.now();
@@ -300,18 +276,20 @@ impl Poller {
             })
             .collect();
         let removed: Vec<String> = batch.removed.iter().map(|id| id.as_str().to_owned()).collect();
-        let mut tx = self.store.begin().await?;
-        let fence = poll_schedule::Success { lease, cursor, skipped: skipped.as_ref(), next_run_at: next, now };
-        if !poll_schedule::succeed(&mut tx, &session.data_source_id, &fence).await? {
+        let result = PollResult {
+            source: &session.data_source_id,
+            user: &session.user_id,
+            lease,
+            cursor: &cursor.to_stored(),
+            skipped: skipped.as_ref(),
+            next_run_at: next,
+            datums: &datums,
+            removed: &removed,
+            now,
+        };
+        let Recorded::Written { written, reported: advanced } = self.store.record_poll(&result).await? else {
             return Err(PollError::LeaseLost);
-        }
-        let (written, advanced) =
-            store::datums::write_batch(&mut tx, &session.user_id, &session.data_source_id, &datums, &removed, now)
-                .await?;
-        if advanced {
-            store::outbox::enqueue_clinic_report(&mut tx, &session.user_id, now).await?;
-        }
-        tx.commit().await?;
+        };
         outcome.written = written;
         outcome.reported = advanced;
         Ok(())

@@ -13,7 +13,6 @@ use std::time::Duration as StdDuration;
 
 use chrono::{DateTime, Duration, Utc};
 use model::{DataSourceId, SharedClock};
-use partners::registry::Driver;
 use partners::{PartnerError, Registry};
 use rand::SeedableRng;
 use rand::rngs::StdRng;
@@ -171,7 +170,7 @@ impl PollWorker {
             let Some(p) = partners.get(name) else { continue };
             let policy = Policy::parse(&p.settings.schedule).map_err(|e| format!("partners.{name}.schedule: {e}"))?;
             policies.insert(name.as_str().to_owned(), policy);
-            if p.driver != Driver::Generic {
+            if p.driver.polls() {
                 providers.push(name.as_str().to_owned());
             }
         }

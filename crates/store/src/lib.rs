@@ -16,6 +16,7 @@ pub mod outbox;
 pub mod partner_budget;
 pub mod poll_runs;
 pub mod poll_schedule;
+pub mod polls;
 pub mod population;
 pub mod provider_sessions;
 
@@ -43,11 +44,12 @@ impl Store {
         Self { pool, keys, gate: None }
     }
 
-    pub fn pool(&self) -> &PgPool {
+    pub(crate) fn pool(&self) -> &PgPool {
         &self.pool
     }
 
-    pub fn keys(&self) -> &KeyRing {
-        &self.keys
+    /// The id of the key new ciphertexts are sealed with.
+    pub fn primary_key_id(&self) -> &str {
+        self.keys.primary_id()
     }
 }

@@ -3,7 +3,7 @@
 //! tokens) are encrypted like provider tokens.
 
 use chrono::{DateTime, Utc};
-use model::{ProviderName, UserId};
+use model::{AccountChoice, ProviderName, UserId};
 use secrecy::{ExposeSecret, SecretString};
 use sha2::{Digest, Sha256};
 use sqlx::PgConnection;
@@ -50,10 +50,62 @@ pub struct Pending {
     pub access_token: SecretString,
     pub refresh_token: Option<SecretString>,
     pub expires_at: Option<DateTime<Utc>>,
-    pub account: serde_json::Value,
+    /// The accounts the person chooses from.
+    pub choices: Vec<AccountChoice>,
+    /// The scope the partner granted with the tokens.
+    pub scope: Option<String>,
 }
 
-pub async fn insert(conn: &mut PgConnection, keys: &KeyRing, a: &NewAuthorization, now: DateTime<Utc>) -> Result<Uuid> {
+/// `pending_account`: what the choice is between (no secrets: those are sealed beside it).
+#[derive(Debug, Default, serde::Serialize, serde::Deserialize)]
+struct PendingAccount {
+    #[serde(default)]
+    choices: Vec<AccountChoice>,
+    #[serde(default)]
+    scope: Option<String>,
+}
+
+impl Store {
+    /// Record a new OAuth attempt (state and browser binding hashed, PKCE verifier sealed).
+    pub async fn start_authorization(&self, a: &NewAuthorization, now: DateTime<Utc>) -> Result<Uuid> {
+        let mut conn = self.acquire().await?;
+        insert(&mut conn, &self.keys, a, now).await
+    }
+
+    /// The attempt a callback's `state` belongs to, marked used in the same transaction (single
+    /// use: a replay finds it used). Returns the row as it was before.
+    pub async fn claim_authorization(&self, state: &SecretString, now: DateTime<Utc>) -> Result<Option<Authorization>> {
+        let mut tx = self.begin().await?;
+        let a = claim_by_state(&mut tx, &self.keys, state, now).await?;
+        tx.commit().await?;
+        Ok(a)
+    }
+
+    /// Hold an attempt's exchanged tokens (sealed) until the person chooses an account.
+    pub async fn hold_for_choice(&self, id: Uuid, p: &Pending) -> Result<()> {
+        let mut conn = self.acquire().await?;
+        hold_pending(&mut conn, &self.keys, id, p).await
+    }
+
+    /// The attempt waiting for a choice, with its held tokens (`None`: no such attempt waits).
+    pub async fn pending_choice(&self, id: Uuid) -> Result<Option<(Authorization, Pending)>> {
+        let mut conn = self.acquire().await?;
+        lock_pending(&mut conn, &self.keys, id).await
+    }
+
+    /// The attempt is finished: forget any held tokens.
+    pub async fn complete_authorization(&self, id: Uuid, now: DateTime<Utc>) -> Result<()> {
+        let mut conn = self.acquire().await?;
+        complete(&mut conn, id, now).await
+    }
+}
+
+pub(crate) async fn insert(
+    conn: &mut PgConnection,
+    keys: &KeyRing,
+    a: &NewAuthorization,
+    now: DateTime<Utc>,
+) -> Result<Uuid> {
     let id = Uuid::new_v4();
     let sealed = a.pkce_verifier.as_ref().map(|v| keys.seal_secret(v, &aad(TABLE, &id.to_string(), "pkce_verifier")));
     sqlx::query!(
@@ -115,7 +167,7 @@ impl Raw {
 
 /// The attempt a `state` belongs to, locked; marks it used (single use: a replay finds it used).
 /// Returns the row as it was before marking.
-pub async fn claim_by_state(
+pub(crate) async fn claim_by_state(
     conn: &mut PgConnection,
     keys: &KeyRing,
     state: &SecretString,
@@ -141,11 +193,13 @@ pub async fn claim_by_state(
 }
 
 /// Hold the exchanged tokens until the person's choice.
-pub async fn hold_pending(conn: &mut PgConnection, keys: &KeyRing, id: Uuid, p: &Pending) -> Result<()> {
+pub(crate) async fn hold_pending(conn: &mut PgConnection, keys: &KeyRing, id: Uuid, p: &Pending) -> Result<()> {
     let sid = id.to_string();
     let access = keys.seal_secret(&p.access_token, &aad(TABLE, &sid, "pending_access_token"));
     let refresh =
         p.refresh_token.as_ref().map(|r| keys.seal_secret(r, &aad(TABLE, &sid, "pending_refresh_token")).bytes);
+    let account = serde_json::to_value(PendingAccount { choices: p.choices.clone(), scope: p.scope.clone() })
+        .map_err(|e| StoreError::corrupt(TABLE, e))?;
     sqlx::query!(
         r#"UPDATE oauth_authorizations SET key_id = $2, pending_access_token = $3, pending_refresh_token = $4,
                pending_expires_at = $5, pending_account = $6,
@@ -156,7 +210,7 @@ pub async fn hold_pending(conn: &mut PgConnection, keys: &KeyRing, id: Uuid, p: 
         access.bytes,
         refresh,
         p.expires_at,
-        p.account
+        account
     )
     .execute(conn)
     .await?;
@@ -164,7 +218,7 @@ pub async fn hold_pending(conn: &mut PgConnection, keys: &KeyRing, id: Uuid, p: 
 }
 
 /// The attempt waiting for a choice, locked, with its held tokens.
-pub async fn lock_pending(
+pub(crate) async fn lock_pending(
     conn: &mut PgConnection,
     keys: &KeyRing,
     id: Uuid,
@@ -182,6 +236,9 @@ pub async fn lock_pending(
     };
     let sid = r.id.to_string();
     let key_id = r.key_id.clone().unwrap_or_default();
+    // Unreadable (an older format): nothing to choose from; the person starts over.
+    let account: PendingAccount =
+        r.pending_account.clone().and_then(|v| serde_json::from_value(v).ok()).unwrap_or_default();
     let pending = Pending {
         access_token: keys.open_secret(
             &key_id,
@@ -194,7 +251,8 @@ pub async fn lock_pending(
             .map(|b| keys.open_secret(&key_id, b, &aad(TABLE, &sid, "pending_refresh_token")))
             .transpose()?,
         expires_at: r.pending_expires_at,
-        account: r.pending_account.unwrap_or(serde_json::Value::Null),
+        choices: account.choices,
+        scope: account.scope,
     };
     let a = Raw {
         id: r.id,
@@ -214,7 +272,7 @@ pub async fn lock_pending(
 }
 
 /// The attempt is finished: forget any held tokens.
-pub async fn complete(conn: &mut PgConnection, id: Uuid, now: DateTime<Utc>) -> Result<()> {
+pub(crate) async fn complete(conn: &mut PgConnection, id: Uuid, now: DateTime<Utc>) -> Result<()> {
     sqlx::query!(
         r#"UPDATE oauth_authorizations SET completed_at = $2, pkce_verifier = NULL, pending_access_token = NULL,
                pending_refresh_token = NULL, pending_account = NULL

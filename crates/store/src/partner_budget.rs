@@ -77,3 +77,18 @@ pub async fn prune(conn: &mut PgConnection, before: DateTime<Utc>) -> Result<u64
     let done = sqlx::query!("DELETE FROM partner_budget WHERE window_start < $1", before).execute(conn).await?;
     Ok(done.rows_affected())
 }
+
+impl crate::Store {
+    /// Reserve up to `want` of `provider`'s calls in the hour of `now`, within `limit`: the
+    /// calls granted (0 when the hour is spent).
+    pub async fn reserve_partner_calls(
+        &self,
+        provider: &str,
+        now: DateTime<Utc>,
+        want: i64,
+        limit: i64,
+    ) -> Result<i64> {
+        let mut conn = self.acquire().await?;
+        reserve(&mut conn, provider, window_of(now), want, limit).await
+    }
+}

@@ -123,21 +123,23 @@ pub struct Finished {
     pub datums_written: i32,
 }
 
-/// Runs that started at or after `since`, oldest first.
-pub async fn started_since(pool: &sqlx::PgPool, since: DateTime<Utc>) -> Result<Vec<Finished>> {
-    Ok(sqlx::query_as!(
-        Finished,
-        r#"SELECT data_source_id, outcome, due_at, started_at, finished_at, calls, datums_written
+impl crate::Store {
+    /// Runs that started at or after `since`, oldest first.
+    pub async fn poll_runs_started_since(&self, since: DateTime<Utc>) -> Result<Vec<Finished>> {
+        Ok(sqlx::query_as!(
+            Finished,
+            r#"SELECT data_source_id, outcome, due_at, started_at, finished_at, calls, datums_written
            FROM poll_runs WHERE started_at >= $1 ORDER BY started_at, id"#,
-        since
-    )
-    .fetch_all(pool)
-    .await?)
-}
-
-/// How many runs due at or after `since` have finished.
-pub async fn count_due_since(pool: &sqlx::PgPool, since: DateTime<Utc>) -> Result<i64> {
-    Ok(sqlx::query_scalar!(r#"SELECT count(*) AS "n!" FROM poll_runs WHERE due_at >= $1"#, since)
-        .fetch_one(pool)
+            since
+        )
+        .fetch_all(&self.pool)
         .await?)
+    }
+
+    /// How many runs due at or after `since` have finished.
+    pub async fn poll_runs_due_since(&self, since: DateTime<Utc>) -> Result<i64> {
+        Ok(sqlx::query_scalar!(r#"SELECT count(*) AS "n!" FROM poll_runs WHERE due_at >= $1"#, since)
+            .fetch_one(&self.pool)
+            .await?)
+    }
 }

@@ -341,16 +341,17 @@ pub async fn upcoming(conn: &mut PgConnection, limit: i64) -> Result<Vec<Upcomin
     Ok(rows)
 }
 
-/// Benchmarks only (`tidegate bench poll`): make `ids` due from `start` on, `step_secs` apart in
-/// the given order, with `cursor`, no lease and no failures. Returns how many rows moved.
-pub async fn bench_reschedule(
-    pool: &sqlx::PgPool,
-    ids: &[String],
-    start: chrono::DateTime<chrono::Utc>,
-    step_secs: f64,
-    cursor: &serde_json::Value,
-) -> Result<u64> {
-    let done = sqlx::query!(
+impl crate::Store {
+    /// Benchmarks only (`tidegate bench poll`): make `ids` due from `start` on, `step_secs` apart in
+    /// the given order, with `cursor`, no lease and no failures. Returns how many rows moved.
+    pub async fn bench_reschedule(
+        &self,
+        ids: &[String],
+        start: chrono::DateTime<chrono::Utc>,
+        step_secs: f64,
+        cursor: &serde_json::Value,
+    ) -> Result<u64> {
+        let done = sqlx::query!(
         r#"UPDATE poll_schedule p
            SET next_run_at = $2::timestamptz + make_interval(secs => (t.ord - 1) * $3::float8), next_kind = 'regular', cursor = $4,
                lease_owner = NULL, attempts = 0, auth_failures = 0, first_auth_failure_time = NULL,
@@ -362,7 +363,8 @@ pub async fn bench_reschedule(
         step_secs,
         cursor
     )
-    .execute(pool)
+    .execute(&self.pool)
     .await?;
-    Ok(done.rows_affected())
+        Ok(done.rows_affected())
+    }
 }

@@ -49,9 +49,20 @@ async fn copy(conn: &mut PgConnection, statement: &str, rows: String) -> crate::
     Ok(copy.finish().await?)
 }
 
+impl crate::Store {
+    /// Insert `sources` as connected data sources with sealed tokens and schedule rows, then
+    /// refresh the planner's statistics. Returns how many schedule rows were written.
+    pub async fn seed_population(&self, sources: &[SeedSource], now: DateTime<Utc>) -> crate::Result<u64> {
+        let mut conn = self.acquire().await?;
+        let n = copy_connected(&mut conn, &self.keys, sources, now).await?;
+        sqlx::query("ANALYZE").execute(&mut *conn).await?;
+        Ok(n)
+    }
+}
+
 /// Insert `sources` as connected data sources with sealed tokens and schedule rows. Returns how
 /// many schedule rows were written.
-pub async fn copy_connected(
+pub(crate) async fn copy_connected(
     conn: &mut PgConnection,
     keys: &KeyRing,
     sources: &[SeedSource],

@@ -58,6 +58,15 @@ impl TestDb {
         Self { name, url, admin_url, keep }
     }
 
+    /// A small pool of the test's own on this database, for looking at (and arranging) rows with
+    /// plain SQL beside the store under test.
+    pub fn sql(&self) -> sqlx::PgPool {
+        sqlx::postgres::PgPoolOptions::new()
+            .max_connections(2)
+            .connect_lazy(&self.url)
+            .expect("the test database URL parses")
+    }
+
     /// Keep the database after the test (its name is printed).
     pub fn keep(&mut self) {
         self.keep = true;

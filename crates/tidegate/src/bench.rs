@@ -421,20 +421,13 @@ impl Bench {
 
     /// The cursor of a source last synced at `at`: the next poll fetches from there.
     fn cursor(at: DateTime<Utc>) -> serde_json::Value {
-        let t = model::time::format(&at);
-        json!({"fetchedUntil": t, "lastSync": t, "devicesAt": t, "settings": {}})
+        let dexcom = partners::registry::data_driver("dexcom").expect("the bench polls Dexcom");
+        dexcom.cursor_as_of(at).to_stored()
     }
 
     async fn schedule_all_due(&self, at: DateTime<Utc>) -> anyhow::Result<()> {
         let ids = self.id_strings(0, self.ids.len());
-        store::poll_schedule::bench_reschedule(
-            self.store.pool(),
-            &ids,
-            at,
-            0.0,
-            &Self::cursor(at - Duration::hours(1)),
-        )
-        .await?;
+        self.store.bench_reschedule(&ids, at, 0.0, &Self::cursor(at - Duration::hours(1))).await?;
         Ok(())
     }
 
@@ -443,22 +436,15 @@ impl Bench {
         let ids = self.id_strings(0, count);
         let rest = self.id_strings(count, self.ids.len());
         let far = start + Duration::days(1);
-        store::poll_schedule::bench_reschedule(self.store.pool(), &rest, far, 0.0, &Self::cursor(far)).await?;
-        store::poll_schedule::bench_reschedule(
-            self.store.pool(),
-            &ids,
-            start,
-            1.0 / rate,
-            &Self::cursor(start - Duration::hours(1)),
-        )
-        .await?;
+        self.store.bench_reschedule(&rest, far, 0.0, &Self::cursor(far)).await?;
+        self.store.bench_reschedule(&ids, start, 1.0 / rate, &Self::cursor(start - Duration::hours(1))).await?;
         Ok(())
     }
 
     /// `count` sources due now whose last sync was a moment ago (nothing new to fetch).
     async fn schedule_idle(&self, at: DateTime<Utc>, count: usize) -> anyhow::Result<()> {
         let ids = self.id_strings(0, count);
-        store::poll_schedule::bench_reschedule(self.store.pool(), &ids, at, 0.0, &Self::cursor(at)).await?;
+        self.store.bench_reschedule(&ids, at, 0.0, &Self::cursor(at)).await?;
         Ok(())
     }
 
@@ -473,7 +459,7 @@ impl Bench {
                 let mut n = 0usize;
                 loop {
                     let now = Utc::now();
-                    let mut conn = store.pool().acquire().await?;
+                    let mut conn = store.acquire().await?;
                     let claimed =
                         store::poll_schedule::claim(&mut conn, owner, "dexcom", now, now + Duration::minutes(10), 32)
                             .await?;
@@ -504,7 +490,7 @@ impl Bench {
 
     /// The claim statement's latency when nothing is due (what every idle pass costs), p50/p99 ms.
     async fn claim_latency(&self) -> anyhow::Result<(f64, f64)> {
-        let mut conn = self.store.pool().acquire().await?;
+        let mut conn = self.store.acquire().await?;
         let owner = uuid::Uuid::new_v4();
         let mut ms = Vec::with_capacity(500);
         for _ in 0..500 {
@@ -522,7 +508,7 @@ impl Bench {
     async fn wait_for_polls(&self, since: DateTime<Utc>, count: usize, within: StdDuration) -> anyhow::Result<usize> {
         let deadline = Instant::now() + within;
         loop {
-            let n = store::poll_runs::count_due_since(self.store.pool(), since).await? as usize;
+            let n = self.store.poll_runs_due_since(since).await? as usize;
             if n >= count || Instant::now() >= deadline {
                 return Ok(n);
             }
@@ -531,7 +517,9 @@ impl Bench {
     }
 
     async fn runs_since(&self, since: DateTime<Utc>) -> anyhow::Result<Vec<Run>> {
-        Ok(store::poll_runs::started_since(self.store.pool(), since)
+        Ok(self
+            .store
+            .poll_runs_started_since(since)
             .await?
             .into_iter()
             .map(|r| Run {
@@ -547,8 +535,6 @@ impl Bench {
 
     async fn seed_population(&self, n: usize) -> anyhow::Result<()> {
         let now = Utc::now();
-        let keys = self.store.keys();
-        let mut conn = self.store.pool().acquire().await?;
         let chunk = 50_000;
         let mut i = 0;
         while i < n {
@@ -573,10 +559,9 @@ impl Bench {
                     }
                 })
                 .collect();
-            store::population::copy_connected(&mut conn, keys, &rows, now).await?;
+            self.store.seed_population(&rows, now).await?;
             i = end;
         }
-        sqlx::query("ANALYZE").execute(&mut *conn).await?;
         Ok(())
     }
 }

@@ -17,16 +17,19 @@ use serde::Deserialize;
 /// The compiled-in defaults, used when no `config/default.toml` is found on disk.
 const DEFAULT_TOML: &str = include_str!("../../../config/default.toml");
 
-/// Paths of every setting that is a secret (dotted, as in the files).
-pub const SECRET_KEYS: [&str; 7] = [
-    "token_keys",
-    "messages.smtp_url",
-    "auth.jwt_secret",
-    "clinic.server_token",
-    "partners.dexcom.client_secret",
-    "partners.carelink.client_secret",
-    "database.url",
-];
+/// Paths of the settings outside `partners` that are secrets (dotted, as in the files). Every
+/// partner's `client_secret` is one too ([`is_secret`]).
+pub const SECRET_KEYS: [&str; 5] =
+    ["token_keys", "messages.smtp_url", "auth.jwt_secret", "clinic.server_token", "database.url"];
+
+/// The secret of each partner.
+const PARTNER_SECRET: &str = "client_secret";
+
+/// Whether a dotted setting path is a secret.
+pub fn is_secret(key: &str) -> bool {
+    SECRET_KEYS.contains(&key)
+        || key.strip_prefix("partners.").and_then(|k| k.split_once('.')).is_some_and(|(_, k)| k == PARTNER_SECRET)
+}
 
 #[derive(Debug, thiserror::Error)]
 pub enum ConfigError {
@@ -34,6 +37,12 @@ pub enum ConfigError {
     Load(#[from] config::ConfigError),
     #[error("configuration: {key}: {reason}")]
     Invalid { key: &'static str, reason: String },
+    #[error("configuration: partners.{partner}.{key}: {reason}")]
+    InvalidPartner { partner: String, key: &'static str, reason: String },
+}
+
+fn partner_invalid(partner: &str, reason: &str) -> ConfigError {
+    ConfigError::InvalidPartner { partner: partner.to_owned(), key: PARTNER_SECRET, reason: reason.to_owned() }
 }
 
 fn invalid(key: &'static str, reason: impl Into<String>) -> ConfigError {
@@ -448,20 +457,33 @@ impl Settings {
         }
         // Secrets must come from the environment: none may be set by a file layer.
         let from_files = files_builder(dir, "production", extra).build()?;
+        let in_files = "must come from the environment in production, not a file";
         for key in SECRET_KEYS.iter().filter(|k| **k != "database.url") {
             if from_files.get_string(key).is_ok() {
-                return Err(ConfigError::Invalid {
-                    key,
-                    reason: "must come from the environment in production, not a file".into(),
-                });
+                return Err(ConfigError::Invalid { key, reason: in_files.into() });
+            }
+        }
+        let file_partners = from_files.get_table("partners").unwrap_or_default();
+        for partner in file_partners.keys().chain(self.partners.keys()) {
+            if from_files.get_string(&format!("partners.{partner}.{PARTNER_SECRET}")).is_ok() {
+                return Err(partner_invalid(partner, in_files));
             }
         }
         // And none may equal a dev secret.
         if let Ok(dev) = files_builder(dir, "dev", None).build() {
+            let dev_secret = |path: &str, ours: Option<&SecretString>| {
+                let (Ok(dev_value), Some(ours)) = (dev.get_string(path), ours) else { return false };
+                ours.expose_secret() == dev_value || ours.expose_secret().contains(&dev_value)
+            };
+            let dev_refused = "is a dev secret; production refuses it";
             for key in SECRET_KEYS.iter().filter(|k| **k != "database.url") {
-                let (Ok(dev_value), Some(ours)) = (dev.get_string(key), self.secret(key)) else { continue };
-                if ours.expose_secret() == dev_value || ours.expose_secret().contains(&dev_value) {
-                    return Err(ConfigError::Invalid { key, reason: "is a dev secret; production refuses it".into() });
+                if dev_secret(key, self.secret(key)) {
+                    return Err(ConfigError::Invalid { key, reason: dev_refused.into() });
+                }
+            }
+            for (partner, p) in &self.partners {
+                if dev_secret(&format!("partners.{partner}.{PARTNER_SECRET}"), p.client_secret.as_ref()) {
+                    return Err(partner_invalid(partner, dev_refused));
                 }
             }
         }
@@ -482,8 +504,6 @@ impl Settings {
             "auth.jwt_secret" => self.auth.jwt_secret.as_ref(),
             "clinic.server_token" => self.clinic.server_token.as_ref(),
             "messages.smtp_url" => self.messages.smtp_url.as_ref(),
-            "partners.dexcom.client_secret" => self.partners.get("dexcom").and_then(|p| p.client_secret.as_ref()),
-            "partners.carelink.client_secret" => self.partners.get("carelink").and_then(|p| p.client_secret.as_ref()),
             "database.url" => Some(&self.database.url),
             _ => None,
         }

@@ -13,7 +13,7 @@ pub async fn rotate(store: &Store) -> anyhow::Result<u64> {
             break;
         }
         total += n;
-        tracing::info!(done = total, "re-encrypted under key {}", store.keys().primary_id());
+        tracing::info!(done = total, "re-encrypted under key {}", store.primary_key_id());
     }
     Ok(total)
 }

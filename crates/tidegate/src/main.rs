@@ -71,11 +71,13 @@ enum Command {
     /// from its recordType unless --endpoint says); for CareLink, a display/message response
     /// (with or without the {metadata, patientData} envelope) or an older-generation payload.
     Map {
-        #[arg(long, value_enum)]
-        partner: tidegate::map::MapPartner,
-        /// The Dexcom endpoint the response came from.
-        #[arg(long, value_enum)]
-        endpoint: Option<tidegate::map::DexcomEndpoint>,
+        /// The partner the response came from (one with a data driver: dexcom, carelink).
+        #[arg(long, value_parser = tidegate::map::partner_name)]
+        partner: String,
+        /// The endpoint the response came from, when the document does not say (Dexcom: egvs,
+        /// events, calibrations, alerts, devices).
+        #[arg(long)]
+        endpoint: Option<String>,
         /// The user the datum ids are derived for (ids match the stored ones for that user).
         #[arg(long, default_value = "0000000000")]
         user: String,
@@ -241,7 +243,7 @@ fn main() -> ExitCode {
         };
     }
     if let Command::Map { partner, endpoint, user, file } = &cli.command {
-        return map_command(*partner, *endpoint, user, file);
+        return map_command(partner, endpoint.as_deref(), user, file);
     }
     let settings = match Settings::load() {
         Ok(s) => s,
@@ -270,12 +272,7 @@ fn main() -> ExitCode {
 
 /// `tidegate map`: exit 0 when the input was read (skipped records included), 2 when it could
 /// not be read at all.
-fn map_command(
-    partner: tidegate::map::MapPartner,
-    endpoint: Option<tidegate::map::DexcomEndpoint>,
-    user: &str,
-    file: &std::path::Path,
-) -> ExitCode {
+fn map_command(partner: &str, endpoint: Option<&str>, user: &str, file: &std::path::Path) -> ExitCode {
     use std::io::{Read, Write};
     let user = match model::UserId::parse(user) {
         Ok(u) => u,
@@ -395,7 +392,7 @@ async fn run(command: Command, settings: Settings) -> anyhow::Result<()> {
         Command::Keys { command: KeysCommand::Rotate } => {
             let store = startup::store(&settings)?;
             let n = keys::rotate(&store).await?;
-            println!("re-encrypted {n} values under key {}", store.keys().primary_id());
+            println!("re-encrypted {n} values under key {}", store.primary_key_id());
             Ok(())
         }
         Command::Keys { command: KeysCommand::Generate { .. } } | Command::Map { .. } => {

@@ -1,49 +1,19 @@
 //! `tidegate map`: a saved partner response → Tidepool datums, for support cases and for checking
 //! a payload by hand. Pure: no configuration, no database, no network.
 
-use chrono::{DateTime, Utc};
 use model::UserId;
+use partners::Saved;
 use partners::fetch::Batch;
 use serde_json::Value;
 
-/// The partners `tidegate map` understands.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
-pub enum MapPartner {
-    Dexcom,
-    Carelink,
-}
-
-/// Dexcom v3 endpoints.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
-pub enum DexcomEndpoint {
-    Egvs,
-    Events,
-    Calibrations,
-    Alerts,
-    Devices,
-}
-
-impl DexcomEndpoint {
-    fn as_str(self) -> &'static str {
-        match self {
-            Self::Egvs => "egvs",
-            Self::Events => "events",
-            Self::Calibrations => "calibrations",
-            Self::Alerts => "alerts",
-            Self::Devices => "devices",
+/// A partner `tidegate map` can read (one with a data driver): for `--partner`.
+pub fn partner_name(s: &str) -> Result<String, String> {
+    match partners::registry::data_driver(s) {
+        Some(_) => Ok(s.to_owned()),
+        None => {
+            let known: Vec<&str> = partners::registry::data_drivers().collect();
+            Err(format!("no data driver for {s:?} (known: {})", known.join(", ")))
         }
-    }
-
-    /// From a v3 envelope's `recordType`.
-    fn from_record_type(t: &str) -> Option<Self> {
-        Some(match t {
-            "egv" => Self::Egvs,
-            "event" => Self::Events,
-            "calibration" => Self::Calibrations,
-            "alert" => Self::Alerts,
-            "device" => Self::Devices,
-            _ => return None,
-        })
     }
 }
 
@@ -51,12 +21,11 @@ impl DexcomEndpoint {
 pub enum MapError {
     #[error("the input is not JSON: {0}")]
     NotJson(String),
-    #[error("say which Dexcom endpoint this response came from (--endpoint): it has no recordType")]
-    UnknownEndpoint,
-    #[error("--endpoint is for Dexcom responses only")]
-    EndpointForCarelink,
+    #[error("no data driver for {0:?}")]
+    UnknownPartner(String),
+    /// The partner's driver cannot read it (what, in its words).
     #[error("{0}")]
-    Payload(String),
+    Unreadable(String),
 }
 
 /// What mapping produced: datums as Tidepool JSON, the ids of datums a deletion removes, and
@@ -70,33 +39,14 @@ pub struct Mapped {
     pub understood_as: String,
 }
 
-/// Map one saved response. `user` only seeds the datum ids.
-pub fn map(
-    partner: MapPartner,
-    endpoint: Option<DexcomEndpoint>,
-    input: &str,
-    user: &UserId,
-) -> Result<Mapped, MapError> {
+/// Map one saved response of `partner` (from `endpoint`, when the document does not say).
+/// `user` only seeds the datum ids.
+pub fn map(partner: &str, endpoint: Option<&str>, input: &str, user: &UserId) -> Result<Mapped, MapError> {
+    let driver = partners::registry::data_driver(partner).ok_or_else(|| MapError::UnknownPartner(partner.into()))?;
     let doc: Value = serde_json::from_str(input).map_err(|e| MapError::NotJson(e.to_string()))?;
     let mut batch = Batch::default();
-    let understood_as = match partner {
-        MapPartner::Dexcom => {
-            let endpoint = endpoint
-                .or_else(|| doc["recordType"].as_str().and_then(DexcomEndpoint::from_record_type))
-                .ok_or(MapError::UnknownEndpoint)?;
-            let (from, to) = (DateTime::<Utc>::MIN_UTC, DateTime::<Utc>::MAX_UTC);
-            partners::dexcom::fetch::map_records(user, endpoint.as_str(), &doc, from, to, &mut batch);
-            format!("dexcom {}", endpoint.as_str())
-        }
-        MapPartner::Carelink => {
-            if endpoint.is_some() {
-                return Err(MapError::EndpointForCarelink);
-            }
-            let generation = partners::carelink::map::map_payload(user, &doc, &mut batch)
-                .map_err(|e| MapError::Payload(e.to_string()))?;
-            format!("carelink {generation:?}")
-        }
-    };
+    let saved = Saved { document: &doc, endpoint, window: None };
+    let understood_as = driver.map_saved(user, saved, &mut batch).map_err(|e| MapError::Unreadable(e.to_string()))?;
     Ok(Mapped {
         datums: batch.datums.iter().map(|d| d.to_json()).collect(),
         removed: batch.removed.iter().map(|r| r.as_str().to_owned()).collect(),
@@ -149,7 +99,7 @@ mod tests {
         let body = r#"{"recordType":"egv","recordVersion":"3.0","userId":"x","records":[
             {"recordId":"a1","systemTime":"2026-03-07T12:00:00","displayTime":"2026-03-07T07:00:00","value":120,"unit":"mg/dL","trend":"flat","status":null},
             {"recordId":"a2","systemTime":"2026-02-30T12:05:00","displayTime":"2026-03-07T07:05:00","value":121,"unit":"mg/dL"}]}"#;
-        let m = map(MapPartner::Dexcom, None, body, &user()).unwrap();
+        let m = map("dexcom", None, body, &user()).unwrap();
         assert_eq!(m.datums.len(), 1);
         assert_eq!(m.datums[0]["type"], "cbg");
         assert_eq!(m.datums[0]["trend"], "constant");
@@ -160,12 +110,15 @@ mod tests {
 
     #[test]
     fn bad_input_is_a_clear_error() {
-        assert!(matches!(map(MapPartner::Dexcom, None, "not json", &user()), Err(MapError::NotJson(_))));
-        assert_eq!(map(MapPartner::Dexcom, None, r#"{"records":[]}"#, &user()).unwrap_err(), MapError::UnknownEndpoint);
-        assert!(matches!(map(MapPartner::Carelink, None, r#"{"hello":1}"#, &user()), Err(MapError::Payload(_))));
-        assert_eq!(
-            map(MapPartner::Carelink, Some(DexcomEndpoint::Egvs), "{}", &user()).unwrap_err(),
-            MapError::EndpointForCarelink
-        );
+        assert!(matches!(map("dexcom", None, "not json", &user()), Err(MapError::NotJson(_))));
+        let e = map("dexcom", None, r#"{"records":[]}"#, &user()).unwrap_err();
+        assert!(matches!(&e, MapError::Unreadable(m) if m.contains("say which Dexcom endpoint")), "{e}");
+        let e = map("dexcom", Some("egvz"), r#"{"records":[]}"#, &user()).unwrap_err();
+        assert!(matches!(&e, MapError::Unreadable(m) if m.contains("not a Dexcom v3 data endpoint")), "{e}");
+        assert!(matches!(map("carelink", None, r#"{"hello":1}"#, &user()), Err(MapError::Unreadable(_))));
+        let e = map("carelink", Some("egvs"), "{}", &user()).unwrap_err();
+        assert!(matches!(&e, MapError::Unreadable(m) if m.contains("one data endpoint")), "{e}");
+        assert_eq!(map("nightscout", None, "{}", &user()).unwrap_err(), MapError::UnknownPartner("nightscout".into()));
+        assert!(partner_name("dexcom").is_ok() && partner_name("nightscout").is_err());
     }
 }

@@ -50,7 +50,7 @@ fn dexcom_from_stdin_with_an_endpoint_and_skips_explained() {
 fn unreadable_input_exits_2_with_a_reason() {
     let (code, out, err) = run(&["map", "--partner", "dexcom", "-"], Some("{\"records\": []}"));
     assert_eq!((code, out.as_str()), (2, ""));
-    assert!(err.contains("--endpoint"), "{err}");
+    assert!(err.contains("say which Dexcom endpoint it came from"), "{err}");
     let (code, _, err) = run(&["map", "--partner", "carelink", "/nonexistent.json"], None);
     assert_eq!(code, 2);
     assert!(err.contains("/nonexistent.json"), "{err}");

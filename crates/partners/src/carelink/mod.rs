@@ -2,10 +2,60 @@
 //! and for care partners the patients they follow (never guessed: several and none chosen is an
 //! error the person resolves).
 
+use chrono::{DateTime, Utc};
+use model::{AccountChoice, UserId};
 use serde_json::Value;
 
+use crate::driver::{BoxFuture, Call, Cursor, Identity, PartnerDriver, PollRequest, Saved};
 use crate::error::PartnerError;
+use crate::fetch::Batch;
 use crate::http::get_json;
+
+/// The CareLink driver.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct Carelink;
+
+/// CareLink serves the last 24 h on every call: the cursor only says when.
+#[derive(Debug, Clone, Default, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "camelCase")]
+struct PollCursor {
+    #[serde(default)]
+    polled_at: Option<DateTime<Utc>>,
+}
+
+impl PartnerDriver for Carelink {
+    fn identify<'a>(&'a self, call: Call<'a>, _user: &'a UserId) -> BoxFuture<'a, Result<Identity, PartnerError>> {
+        Box::pin(async move {
+            let web = call.region.web_base_url.as_deref().unwrap_or_default();
+            let account = account(call.http, web, call.access_token).await?;
+            Ok(account.identity())
+        })
+    }
+
+    fn poll<'a>(
+        &'a self,
+        call: Call<'a>,
+        req: PollRequest<'a>,
+    ) -> BoxFuture<'a, Result<(Batch, Cursor), PartnerError>> {
+        Box::pin(async move {
+            let follow = fetch::Follow::parse(req.account_id)?;
+            let batch = fetch::poll(call.http, &call.region.api_base_url, call.access_token, req.user, &follow).await?;
+            Ok((batch, Cursor::write(&PollCursor { polled_at: Some(req.now) })))
+        })
+    }
+
+    /// A `display/message` answer (with or without its `{metadata, patientData}` envelope).
+    fn map_saved(&self, user: &UserId, saved: Saved<'_>, batch: &mut Batch) -> Result<String, PartnerError> {
+        if let Some(e) = saved.endpoint {
+            return Err(PartnerError::Protocol(format!(
+                "CareLink has one data endpoint (display/message); {e:?} does not apply"
+            )));
+        }
+        let generation =
+            map::map_payload(user, saved.document, batch).map_err(|e| PartnerError::Protocol(e.to_string()))?;
+        Ok(format!("carelink {generation:?}"))
+    }
+}
 
 /// Endpoints and client parameters found through discovery.
 #[derive(Debug, Clone)]
@@ -97,6 +147,26 @@ impl Account {
             (Role::CarePartner, Some(p)) => format!("{}/carepartner/{p}", self.username),
             (Role::CarePartner, None) => format!("{}/carepartner", self.username),
             (Role::Patient, _) => format!("{}/patient", self.username),
+        }
+    }
+
+    /// Whose data this sign-in can import: a patient their own; a care partner the one patient
+    /// they follow, or the person chooses (never guessed); none followed is unusable.
+    pub fn identity(&self) -> Identity {
+        match (&self.role, self.patients.as_slice()) {
+            (Role::Patient, _) => Identity::Account(self.account_id(None)),
+            (Role::CarePartner, [one]) => Identity::Account(self.account_id(Some(one))),
+            (Role::CarePartner, []) => Identity::Unusable {
+                title: "No patient to follow".into(),
+                detail: "This CareLink care-partner account does not follow any patient yet.".into(),
+                remedy: "Link the patient to this account in the CareLink app, then open your link again.".into(),
+            },
+            (Role::CarePartner, several) => Identity::Choose(
+                several
+                    .iter()
+                    .map(|p| AccountChoice { label: p.clone(), account_id: self.account_id(Some(p)) })
+                    .collect(),
+            ),
         }
     }
 }
