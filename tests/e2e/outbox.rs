@@ -24,7 +24,7 @@ async fn received(w: &World) -> Vec<Value> {
 
 async fn current_body(w: &World, user: &str) -> Value {
     let sources = w.app.store.list_data_sources(&UserId::parse(user).unwrap()).await.unwrap();
-    scheduler::outbox::report_body(&sources)
+    serde_json::to_value(scheduler::outbox::report_body(&sources)).unwrap()
 }
 
 /// Deliver until nothing is due, moving the clock past backoffs.
@@ -279,4 +279,39 @@ async fn a_user_whose_delivery_lease_is_held_does_not_block_the_others() {
     // Once the lease has expired, Alice is due again, first.
     let later = until + chrono::Duration::seconds(1);
     assert_eq!(store::outbox::due_users(&mut conn, kind, later, 2).await.unwrap(), vec![alice, bob]);
+}
+
+/// A row whose payload the typed message cannot read (written by hand, or by a future version) is
+/// parked with the reason; the rows beside it are still delivered.
+#[tokio::test]
+async fn an_unreadable_outbox_row_is_parked_and_the_others_are_delivered() {
+    let w = spawn_world(&[]).await;
+    let now = w.app.clock.now();
+    let alice = UserId::parse(ALICE).unwrap();
+    sqlx::query(
+        "INSERT INTO outbox (kind, user_id, payload, created_time, available_at) VALUES ('patient_message', $1, $2, $3, $3)",
+    )
+    .bind(ALICE)
+    .bind(serde_json::json!({"kind": "a_kind_from_the_future", "hello": 1}))
+    .bind(now)
+    .execute(&w.app.sql)
+    .await
+    .unwrap();
+    let mut conn = w.app.sql.acquire().await.unwrap();
+    store::outbox::enqueue_clinic_report(&mut conn, &alice, now).await.unwrap();
+    drop(conn);
+    let worker = w.app.outbox_worker();
+    drain(&w, &worker).await;
+    type Settled =
+        (String, Option<chrono::DateTime<chrono::Utc>>, Option<chrono::DateTime<chrono::Utc>>, Option<String>);
+    let rows: Vec<Settled> =
+        sqlx::query_as("SELECT kind, delivered_time, parked_time, last_error FROM outbox ORDER BY id")
+            .fetch_all(&w.app.sql)
+            .await
+            .unwrap();
+    let (kind, delivered, parked, error) = &rows[0];
+    assert_eq!(kind, "patient_message");
+    assert!(delivered.is_none() && parked.is_some(), "{rows:?}");
+    assert!(error.as_deref().is_some_and(|e| e.starts_with("unreadable patient message")), "{error:?}");
+    assert!(rows[1].1.is_some(), "the clinic report beside it was delivered: {rows:?}");
 }

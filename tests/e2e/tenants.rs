@@ -211,7 +211,8 @@ async fn a_clinician_request_reaches_the_patient_and_completes() {
         .unwrap();
     assert_eq!(payload["kind"], "connection_request");
     assert!(!payload.to_string().contains("restricted_token"), "{payload}");
-    let link = w.app.store.open_message_link(&UserId::parse(ALICE).unwrap(), &payload).unwrap();
+    let message: store::outbox::PatientMessage = serde_json::from_value(payload).unwrap();
+    let link = w.app.store.open_message_link(&UserId::parse(ALICE).unwrap(), &message).unwrap();
     let link = secrecy::ExposeSecret::expose_secret(&link).to_owned();
     assert!(link.starts_with(&w.app.url("/v1/oauth/dexcom/authorize?restricted_token=")));
 
@@ -247,7 +248,8 @@ async fn a_clinician_request_reaches_the_patient_and_completes() {
     .fetch_one(&w.app.sql)
     .await
     .unwrap();
-    let old = w.app.store.open_message_link(&UserId::parse(ALICE).unwrap(), &payload).unwrap();
+    let message: store::outbox::PatientMessage = serde_json::from_value(payload).unwrap();
+    let old = w.app.store.open_message_link(&UserId::parse(ALICE).unwrap(), &message).unwrap();
     let r = Browser::new().get(secrecy::ExposeSecret::expose_secret(&old)).await;
     assert_eq!(r.status(), StatusCode::GONE);
     assert!(r.text().await.unwrap().contains("expired"));

@@ -4,12 +4,41 @@
 
 use std::time::Duration;
 
-use model::{ClinicId, UserId};
+use chrono::{DateTime, Utc};
+use model::{ClinicId, DataSourceId, DataSourceState, ProviderName, UserId};
 use reqwest::StatusCode;
 use secrecy::{ExposeSecret, SecretString};
 
 use crate::error::PartnerError;
 use crate::http::{status_error, transport};
+
+/// One entry of `PUT /v1/patients/{userId}/data_sources` (the clinic service's `DataSource`):
+/// the report carries every provider's entry for the user.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct DataSourceReport {
+    pub data_source_id: DataSourceId,
+    pub provider_name: ProviderName,
+    pub state: DataSourceState,
+    #[serde(serialize_with = "tidepool_time")]
+    pub modified_time: DateTime<Utc>,
+    /// Pending states only: when the invitation runs out.
+    #[serde(skip_serializing_if = "Option::is_none", serialize_with = "tidepool_time_opt")]
+    pub expiration_time: Option<DateTime<Utc>>,
+    #[serde(skip_serializing_if = "Option::is_none", serialize_with = "tidepool_time_opt")]
+    pub latest_data_time: Option<DateTime<Utc>>,
+}
+
+fn tidepool_time<S: serde::Serializer>(t: &DateTime<Utc>, s: S) -> Result<S::Ok, S::Error> {
+    s.serialize_str(&model::time::format(t))
+}
+
+fn tidepool_time_opt<S: serde::Serializer>(t: &Option<DateTime<Utc>>, s: S) -> Result<S::Ok, S::Error> {
+    match t {
+        Some(t) => tidepool_time(t, s),
+        None => s.serialize_none(),
+    }
+}
 
 #[derive(Debug, Clone)]
 pub struct ClinicDirectory {
@@ -65,7 +94,7 @@ impl ClinicDirectory {
 
     /// `PUT /v1/patients/{userId}/data_sources` with every provider's entry for the user.
     /// Returns the HTTP status (the outbox decides what it means).
-    pub async fn put_data_sources(&self, user: &UserId, body: &serde_json::Value) -> Result<StatusCode, PartnerError> {
+    pub async fn put_data_sources(&self, user: &UserId, body: &[DataSourceReport]) -> Result<StatusCode, PartnerError> {
         let url = format!("{}/v1/patients/{user}/data_sources", self.base_url);
         let resp = self
             .http

@@ -6,6 +6,7 @@ use model::{Event, ProviderName, Transition, UserId, transition};
 
 use crate::audit::{self, Actor, Entry};
 use crate::data_sources::{self, DataSource, StateChange};
+use crate::outbox::{Message, PatientMessage, PatientMessageKind, SealedLink};
 use crate::{
     Result, Store, connection_requests, datums, link_tokens, oauth_authorizations, outbox, poll_schedule,
     provider_sessions,
@@ -358,15 +359,20 @@ impl Store {
         crate::connection_requests::insert(&mut tx, &request, &token.token_hash).await?;
         let url = secrecy::SecretString::from(format!("{}{}", r.link_base, link.as_str()));
         let sealed = self.keys.seal_secret(&url, &message_link_aad(&r.user, &request.id));
-        let payload = serde_json::json!({
-            "kind": if state == model::DataSourceState::PendingReconnect { "reconnect_request" } else { "connection_request" },
-            "requestId": request.id,
-            "clinicId": r.clinic_id,
-            "provider": r.provider.as_str(),
-            "expirationTime": model::time::format(&expires),
-            "link": {"keyId": sealed.key_id, "sealed": hex::encode(sealed.bytes)},
-        });
-        outbox::enqueue_patient_message(&mut tx, &r.user, &payload, now).await?;
+        let message = PatientMessage {
+            kind: if state == model::DataSourceState::PendingReconnect {
+                PatientMessageKind::ReconnectRequest
+            } else {
+                PatientMessageKind::ConnectionRequest
+            },
+            request_id: request.id,
+            clinic_id: Some(r.clinic_id.clone()),
+            provider: r.provider.clone(),
+            reason: None,
+            expiration_time: expires,
+            link: SealedLink { key_id: sealed.key_id, sealed: hex::encode(sealed.bytes) },
+        };
+        outbox::enqueue(&mut tx, &r.user, &Message::Patient(message), now).await?;
         outbox::enqueue_clinic_report(&mut tx, &r.user, now).await?;
         audit::record(
             &mut tx,
@@ -385,19 +391,9 @@ impl Store {
     }
 
     /// Open the sealed link of a queued patient message (for its delivery).
-    pub fn open_message_link(
-        &self,
-        user: &UserId,
-        payload: &serde_json::Value,
-    ) -> crate::Result<secrecy::SecretString> {
-        let request_id = payload["requestId"]
-            .as_str()
-            .and_then(|s| uuid::Uuid::parse_str(s).ok())
-            .ok_or_else(|| crate::StoreError::corrupt("outbox", "message without requestId"))?;
-        let key_id = payload["link"]["keyId"].as_str().unwrap_or_default();
-        let bytes = hex::decode(payload["link"]["sealed"].as_str().unwrap_or_default())
-            .map_err(|e| crate::StoreError::corrupt("outbox", e))?;
-        Ok(self.keys.open_secret(key_id, &bytes, &message_link_aad(user, &request_id))?)
+    pub fn open_message_link(&self, user: &UserId, message: &PatientMessage) -> crate::Result<secrecy::SecretString> {
+        let bytes = hex::decode(&message.link.sealed).map_err(|e| crate::StoreError::corrupt("outbox", e))?;
+        Ok(self.keys.open_secret(&message.link.key_id, &bytes, &message_link_aad(user, &message.request_id))?)
     }
 }
 
@@ -455,16 +451,16 @@ impl Store {
             let message_id = uuid::Uuid::new_v4();
             let url = secrecy::SecretString::from(format!("{}{}", n.link_base, link.as_str()));
             let sealed = self.keys.seal_secret(&url, &message_link_aad(&source.user_id, &message_id));
-            let payload = serde_json::json!({
-                "kind": "reconnect_needed",
-                "requestId": message_id,
-                "clinicId": clinic,
-                "provider": source.provider.as_str(),
-                "reason": error.code,
-                "expirationTime": model::time::format(&expires),
-                "link": {"keyId": sealed.key_id, "sealed": hex::encode(sealed.bytes)},
-            });
-            outbox::enqueue_patient_message(&mut tx, &source.user_id, &payload, now).await?;
+            let message = PatientMessage {
+                kind: PatientMessageKind::ReconnectNeeded,
+                request_id: message_id,
+                clinic_id: clinic.and_then(|c| model::ClinicId::parse(&c).ok()),
+                provider: source.provider.clone(),
+                reason: Some(error.code.clone()),
+                expiration_time: expires,
+                link: SealedLink { key_id: sealed.key_id, sealed: hex::encode(sealed.bytes) },
+            };
+            outbox::enqueue(&mut tx, &source.user_id, &Message::Patient(message), now).await?;
         }
         audit::record(
             &mut tx,

@@ -1,37 +1,98 @@
-//! `outbox`: deliveries written in the same transaction as the change that needs them.
+//! `outbox`: deliveries written in the same transaction as the change that needs them. What a
+//! row asks for is one typed [`Message`], written ([`enqueue`]) and read ([`pending`]) only
+//! here; the row's `kind` column is the queue (one destination each), its `payload` the message's
+//! body.
 
 use chrono::{DateTime, Utc};
-use model::UserId;
+use model::{ClinicId, ProviderName, UserId};
+use serde::{Deserialize, Serialize};
 use sqlx::PgConnection;
 use uuid::Uuid;
 
 use crate::Result;
 
-/// Queue a clinic report for a user. The report's body is built at delivery time from the
-/// user's current sources, so queuing needs no payload and bursts coalesce.
-pub async fn enqueue_clinic_report(conn: &mut PgConnection, user: &UserId, now: DateTime<Utc>) -> Result<()> {
-    sqlx::query!(
-        r#"INSERT INTO outbox (kind, user_id, created_time, available_at)
-           VALUES ('clinic_report', $1, $2, $2)"#,
-        user.as_str(),
-        now
-    )
-    .execute(conn)
-    .await?;
-    Ok(())
+/// One delivery.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Message {
+    /// Report the user's data sources to the clinic service. The body is built at delivery
+    /// time from the user's current sources, so queuing needs no payload and bursts coalesce.
+    ClinicReport,
+    /// Tell a patient to connect or reconnect an account.
+    Patient(PatientMessage),
 }
 
-/// Queue a message to a patient (connection or reconnect request). Secrets inside `payload`
-/// (the link) must already be sealed by the caller.
-pub async fn enqueue_patient_message(
-    conn: &mut PgConnection,
-    user: &UserId,
-    payload: &serde_json::Value,
-    now: DateTime<Utc>,
-) -> Result<()> {
+impl Message {
+    pub fn kind(&self) -> Kind {
+        match self {
+            Self::ClinicReport => Kind::ClinicReport,
+            Self::Patient(_) => Kind::PatientMessage,
+        }
+    }
+}
+
+/// Why a patient is written to.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum PatientMessageKind {
+    /// A clinician asks the patient to connect an account.
+    ConnectionRequest,
+    /// A clinician asks the patient to reconnect an account that stopped working.
+    ReconnectRequest,
+    /// A confirmed failure: the account must be reconnected for data to keep arriving.
+    ReconnectNeeded,
+}
+
+/// A message to a patient. The link it carries is sealed under the token keys (bound to the user
+/// and `request_id`); only [`crate::Store::open_message_link`] opens it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct PatientMessage {
+    pub kind: PatientMessageKind,
+    pub request_id: Uuid,
+    /// The clinic that knows the patient's address (`None`: no clinic ever asked).
+    pub clinic_id: Option<ClinicId>,
+    pub provider: ProviderName,
+    /// The data-source error code behind a `reconnect_needed`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub reason: Option<String>,
+    #[serde(with = "tidepool_time")]
+    pub expiration_time: DateTime<Utc>,
+    pub link: SealedLink,
+}
+
+/// A sealed link: the key it is sealed under and the ciphertext, hex.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct SealedLink {
+    pub key_id: String,
+    pub sealed: String,
+}
+
+/// Times in payloads as Tidepool writes them (`2026-03-07T12:00:00.000Z`).
+mod tidepool_time {
+    use chrono::{DateTime, Utc};
+    use serde::{Deserialize, Deserializer, Serializer};
+
+    pub fn serialize<S: Serializer>(t: &DateTime<Utc>, s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_str(&model::time::format(t))
+    }
+
+    pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<DateTime<Utc>, D::Error> {
+        let raw = String::deserialize(d)?;
+        DateTime::parse_from_rfc3339(&raw).map(|t| t.to_utc()).map_err(serde::de::Error::custom)
+    }
+}
+
+/// Queue a delivery for a user, in the caller's transaction.
+pub async fn enqueue(conn: &mut PgConnection, user: &UserId, message: &Message, now: DateTime<Utc>) -> Result<()> {
+    let payload = match message {
+        Message::ClinicReport => serde_json::Value::Object(Default::default()),
+        Message::Patient(m) => serde_json::to_value(m).map_err(|e| crate::StoreError::corrupt("outbox", e))?,
+    };
     sqlx::query!(
         r#"INSERT INTO outbox (kind, user_id, payload, created_time, available_at)
-           VALUES ('patient_message', $1, $2, $3, $3)"#,
+           VALUES ($1, $2, $3, $4, $4)"#,
+        message.kind().as_str(),
         user.as_str(),
         payload,
         now
@@ -39,6 +100,11 @@ pub async fn enqueue_patient_message(
     .execute(conn)
     .await?;
     Ok(())
+}
+
+/// Queue a clinic report for a user ([`Message::ClinicReport`]).
+pub async fn enqueue_clinic_report(conn: &mut PgConnection, user: &UserId, now: DateTime<Utc>) -> Result<()> {
+    enqueue(conn, user, &Message::ClinicReport, now).await
 }
 
 /// A delivery kind.
@@ -117,14 +183,23 @@ pub async fn release_lease(conn: &mut PgConnection, user: &UserId, kind: Kind, o
 #[derive(Debug, Clone)]
 pub struct Row {
     pub id: i64,
-    pub payload: serde_json::Value,
+    /// The message, or why its payload cannot be read (the deliverer parks such a row).
+    pub message: std::result::Result<Message, String>,
     pub attempts: i32,
+}
+
+fn read(kind: Kind, payload: serde_json::Value) -> std::result::Result<Message, String> {
+    match kind {
+        Kind::ClinicReport => Ok(Message::ClinicReport),
+        Kind::PatientMessage => serde_json::from_value(payload)
+            .map(Message::Patient)
+            .map_err(|e| format!("unreadable patient message: {e}")),
+    }
 }
 
 /// The user's undelivered, unparked rows of a kind (due or not: a report covers them all).
 pub async fn pending(conn: &mut PgConnection, user: &UserId, kind: Kind) -> Result<Vec<Row>> {
-    let rows = sqlx::query_as!(
-        Row,
+    let rows = sqlx::query!(
         r#"SELECT id, payload, attempts FROM outbox
            WHERE user_id = $1 AND kind = $2 AND delivered_time IS NULL AND parked_time IS NULL ORDER BY id"#,
         user.as_str(),
@@ -132,7 +207,7 @@ pub async fn pending(conn: &mut PgConnection, user: &UserId, kind: Kind) -> Resu
     )
     .fetch_all(conn)
     .await?;
-    Ok(rows)
+    Ok(rows.into_iter().map(|r| Row { id: r.id, message: read(kind, r.payload), attempts: r.attempts }).collect())
 }
 
 /// What happened to a delivery of rows `ids`.
@@ -199,6 +274,15 @@ pub async fn requeue_reports(conn: &mut PgConnection, user: Option<&UserId>, now
     .execute(conn)
     .await?;
     Ok(done.rows_affected())
+}
+
+impl crate::Store {
+    /// Queue a fresh clinic report for one user or for every user with a data source
+    /// (`tidegate report`). Returns how many were queued.
+    pub async fn requeue_reports(&self, user: Option<&UserId>, now: DateTime<Utc>) -> Result<u64> {
+        let mut conn = self.acquire().await?;
+        requeue_reports(&mut conn, user, now).await
+    }
 }
 
 /// Depth and the oldest undelivered row's creation time, per kind (for metrics).

@@ -1,25 +1,63 @@
-//! The outbox deliverer: clinic reports (`PUT {clinic}/v1/patients/{userId}/data_sources`) and
-//! patient messages, from any number of replicas.
+//! The outbox deliverer, from any number of replicas: every queue ([`Kind`]) goes to one
+//! [`Destination`] — clinic reports to the clinic service ([`clinic_report`]), patient messages by
+//! e-mail ([`patient_message`]). A new sink is one more module implementing the trait.
 //!
-//! One delivery per (user, kind) at a time, across replicas, through a lease row. A report's body
-//! is built under the lease from the user's current sources, so a burst of changes sends one PUT
-//! with the final state and an older snapshot can never overtake a newer one. Outcomes are fenced
-//! by the lease. Transport errors, timeouts and 5xx retry with jittered exponential backoff; 404
-//! (no clinic has this patient) is done; any other 4xx is parked with a log line and a metric.
+//! One delivery per (user, kind) at a time, across replicas, through a lease row; outcomes are
+//! fenced by the lease. A destination decides per row what happened (delivered, retry at, parked);
+//! retries back off exponentially with jitter. A row whose payload cannot be read is parked.
 
+use std::future::Future;
+use std::pin::Pin;
 use std::time::Duration;
 
-use chrono::DateTime;
-use model::{ClinicId, SharedClock, UserId};
+use model::{SharedClock, UserId};
 use partners::clinic::ClinicDirectory;
 use rand::Rng;
-use secrecy::ExposeSecret;
-use serde_json::{Value, json};
 use store::Store;
-use store::outbox::{self, Kind, Outcome};
+use store::outbox::{self, Kind, Outcome, Row};
 use uuid::Uuid;
 
 use crate::mail::Mailer;
+
+pub mod clinic_report;
+pub mod patient_message;
+
+pub use clinic_report::report_body;
+
+/// A destination's future (boxed so destinations can sit behind `dyn`).
+pub type BoxFuture<'a, T> = Pin<Box<dyn Future<Output = T> + Send + 'a>>;
+
+/// Which rows had which outcome.
+pub type Deliveries = Vec<(Vec<i64>, Outcome)>;
+
+/// Where one queue's messages go.
+pub trait Destination: Send + Sync + std::fmt::Debug {
+    /// The queue it serves.
+    fn kind(&self) -> Kind;
+
+    /// Deliver a user's pending, readable rows (the caller holds the user's lease for this kind):
+    /// which rows had which outcome.
+    fn deliver<'a>(&'a self, user: &'a UserId, rows: &'a [Row]) -> BoxFuture<'a, store::Result<Deliveries>>;
+}
+
+/// Jittered exponential backoff between attempts.
+#[derive(Debug, Clone)]
+pub struct Backoff {
+    clock: SharedClock,
+    base: chrono::Duration,
+    max: chrono::Duration,
+}
+
+impl Backoff {
+    /// A retry after `attempts` failed attempts: the outcome to record.
+    pub fn retry(&self, attempts: i32, error: impl Into<String>) -> Outcome {
+        let exp = self.base * 2i32.saturating_pow(attempts.clamp(0, 20) as u32);
+        let capped = exp.min(self.max);
+        let jitter = rand::rng().random_range(0.8..1.2);
+        let wait = chrono::Duration::milliseconds((capped.num_milliseconds() as f64 * jitter) as i64);
+        Outcome::Retry { next: self.clock.now() + wait, error: error.into() }
+    }
+}
 
 #[derive(Debug, Clone)]
 pub struct OutboxSettings {
@@ -52,35 +90,11 @@ impl Default for OutboxSettings {
 pub struct OutboxWorker {
     store: Store,
     clock: SharedClock,
-    clinic: Option<ClinicDirectory>,
-    mailer: Option<Mailer>,
+    /// One per queue that has somewhere to go.
+    destinations: std::sync::Arc<Vec<Box<dyn Destination>>>,
     settings: OutboxSettings,
     /// Random per process start: the lease owner.
     owner: Uuid,
-}
-
-/// The clinic report body: every provider's entry for the user (pending ones included).
-pub fn report_body(sources: &[store::data_sources::DataSource]) -> Value {
-    Value::Array(
-        sources
-            .iter()
-            .map(|s| {
-                let mut entry = json!({
-                    "dataSourceId": s.id,
-                    "providerName": s.provider.as_str(),
-                    "state": s.state,
-                    "modifiedTime": model::time::format(&s.modified_time),
-                });
-                if let (true, Some(t)) = (s.state.is_pending(), s.expiration_time) {
-                    entry["expirationTime"] = json!(model::time::format(&t));
-                }
-                if let Some(t) = s.latest_data_time {
-                    entry["latestDataTime"] = json!(model::time::format(&t));
-                }
-                entry
-            })
-            .collect(),
-    )
 }
 
 impl OutboxWorker {
@@ -91,7 +105,24 @@ impl OutboxWorker {
         mailer: Option<Mailer>,
         settings: OutboxSettings,
     ) -> Self {
-        Self { store, clock, clinic, mailer, settings, owner: Uuid::new_v4() }
+        let backoff = Backoff { clock: clock.clone(), base: settings.base_backoff, max: settings.max_backoff };
+        let mut destinations: Vec<Box<dyn Destination>> = Vec::new();
+        if let Some(clinic) = &clinic {
+            destinations.push(Box::new(clinic_report::ClinicReports::new(
+                store.clone(),
+                clinic.clone(),
+                backoff.clone(),
+            )));
+        }
+        destinations.push(Box::new(patient_message::PatientMessages::new(
+            store.clone(),
+            clock.clone(),
+            clinic,
+            mailer,
+            settings.partner_names.clone(),
+            backoff,
+        )));
+        Self { store, clock, destinations: std::sync::Arc::new(destinations), settings, owner: Uuid::new_v4() }
     }
 
     pub fn owner(&self) -> Uuid {
@@ -138,16 +169,14 @@ impl OutboxWorker {
     /// One pass over due users of both kinds. Returns the deliveries attempted.
     pub async fn deliver_due(&self) -> store::Result<usize> {
         let mut n = 0;
-        for kind in [Kind::ClinicReport, Kind::PatientMessage] {
-            if kind == Kind::ClinicReport && self.clinic.is_none() {
-                continue;
-            }
+        for destination in self.destinations.iter() {
+            let kind = destination.kind();
             let users = {
                 let mut conn = self.store.acquire().await?;
                 outbox::due_users(&mut conn, kind, self.clock.now(), self.settings.batch).await?
             };
             for user in users {
-                if self.deliver_user(&user, kind).await? {
+                if self.deliver_user(&user, destination.as_ref()).await? {
                     n += 1;
                 }
             }
@@ -155,15 +184,9 @@ impl OutboxWorker {
         Ok(n)
     }
 
-    fn backoff(&self, attempts: i32) -> chrono::Duration {
-        let exp = self.settings.base_backoff * 2i32.saturating_pow(attempts.clamp(0, 20) as u32);
-        let capped = exp.min(self.settings.max_backoff);
-        let jitter = rand::rng().random_range(0.8..1.2);
-        chrono::Duration::milliseconds((capped.num_milliseconds() as f64 * jitter) as i64)
-    }
-
     /// Deliver one user's rows of a kind under the lease. Returns false when another replica holds it.
-    async fn deliver_user(&self, user: &UserId, kind: Kind) -> store::Result<bool> {
+    async fn deliver_user(&self, user: &UserId, destination: &dyn Destination) -> store::Result<bool> {
+        let kind = destination.kind();
         let now = self.clock.now();
         let mut conn = self.store.acquire().await?;
         if !outbox::acquire_lease(&mut conn, user, kind, self.owner, now + self.settings.lease, now).await? {
@@ -173,13 +196,16 @@ impl OutboxWorker {
         let rows = outbox::pending(&mut conn, user, kind).await?;
         drop(conn);
         tracing::debug!(user = %user, kind = kind.as_str(), rows = rows.len(), "delivering");
-        let result = match kind {
-            Kind::ClinicReport => self.report(user, &rows).await,
-            Kind::PatientMessage => self.messages(user, &rows).await,
-        };
+        let (readable, unreadable): (Vec<Row>, Vec<Row>) = rows.into_iter().partition(|r| r.message.is_ok());
+        let mut parked: Deliveries = Vec::new();
+        for r in unreadable {
+            let error = r.message.err().unwrap_or_default();
+            tracing::error!(user = %user, kind = kind.as_str(), row = r.id, error, "an outbox row cannot be read; parked");
+            parked.push((vec![r.id], Outcome::Parked { error }));
+        }
+        let result = if readable.is_empty() { Ok(Vec::new()) } else { destination.deliver(user, &readable).await };
         let mut conn = self.store.acquire().await?;
-        let outcome_result = result.map(|outcomes| outcomes.into_iter().collect::<Vec<_>>());
-        match outcome_result {
+        match result.map(|outcomes| parked.into_iter().chain(outcomes).collect::<Vec<_>>()) {
             Ok(outcomes) => {
                 for (ids, outcome) in outcomes {
                     let label = match &outcome {
@@ -198,100 +224,5 @@ impl OutboxWorker {
         }
         outbox::release_lease(&mut conn, user, kind, self.owner).await?;
         Ok(true)
-    }
-
-    async fn report(&self, user: &UserId, rows: &[outbox::Row]) -> store::Result<Vec<(Vec<i64>, Outcome)>> {
-        let Some(clinic) = &self.clinic else { return Ok(Vec::new()) };
-        if rows.is_empty() {
-            return Ok(Vec::new());
-        }
-        let ids: Vec<i64> = rows.iter().map(|r| r.id).collect();
-        let attempts = rows.iter().map(|r| r.attempts).max().unwrap_or(0);
-        let body = report_body(&self.store.list_data_sources(user).await?);
-        let outcome = match clinic.put_data_sources(user, &body).await {
-            Ok(s) if s.is_success() => Outcome::Delivered,
-            Ok(s) if s.as_u16() == 404 => {
-                tracing::debug!(user = %user, "not a patient of any clinic: nothing to report");
-                Outcome::Delivered
-            }
-            Ok(s) if s.is_client_error() && s.as_u16() != 408 && s.as_u16() != 429 => {
-                tracing::error!(user = %user, status = %s, "the clinic service rejected a data-source report; parked (tidegate report re-sends it)");
-                Outcome::Parked { error: format!("clinic answered {s}") }
-            }
-            Ok(s) => Outcome::Retry {
-                next: self.clock.now() + self.backoff(attempts),
-                error: format!("clinic answered {s}"),
-            },
-            Err(e) => Outcome::Retry { next: self.clock.now() + self.backoff(attempts), error: e.to_string() },
-        };
-        if let Outcome::Retry { error, .. } = &outcome {
-            tracing::warn!(user = %user, attempts = attempts + 1, error, "clinic report not delivered; will retry");
-        }
-        Ok(vec![(ids, outcome)])
-    }
-
-    async fn messages(&self, user: &UserId, rows: &[outbox::Row]) -> store::Result<Vec<(Vec<i64>, Outcome)>> {
-        let mut out = Vec::new();
-        for row in rows {
-            out.push((vec![row.id], self.message(user, row).await));
-        }
-        Ok(out)
-    }
-
-    async fn message(&self, user: &UserId, row: &outbox::Row) -> Outcome {
-        let now = self.clock.now();
-        let Some(mailer) = &self.mailer else {
-            tracing::info!(user = %user, kind = %row.payload["kind"], "patient message stored (no SMTP transport configured)");
-            return Outcome::Delivered;
-        };
-        let expires = row.payload["expirationTime"]
-            .as_str()
-            .and_then(|t| DateTime::parse_from_rfc3339(t).ok())
-            .map(|t| t.to_utc());
-        if expires.is_some_and(|t| t <= now) {
-            return Outcome::Parked { error: "the request expired before it could be sent".into() };
-        }
-        let clinic_id = row.payload["clinicId"].as_str().and_then(|c| ClinicId::parse(c).ok());
-        let (Some(clinic), Some(clinic_id)) = (&self.clinic, clinic_id) else {
-            return Outcome::Parked { error: "no clinic service to find the patient's address".into() };
-        };
-        let email = match clinic.patient_email(&clinic_id, user).await {
-            Ok(Some(e)) => e,
-            Ok(None) => return Outcome::Parked { error: "the clinic has no e-mail address for this patient".into() },
-            Err(e) => return Outcome::Retry { next: now + self.backoff(row.attempts), error: e.to_string() },
-        };
-        let link = match self.store.open_message_link(user, &row.payload) {
-            Ok(l) => l,
-            Err(e) => return Outcome::Parked { error: format!("the message link cannot be opened: {e}") },
-        };
-        let provider = match row.payload["provider"].as_str() {
-            Some(p) => self.settings.partner_names.get(p).map(String::as_str).unwrap_or(p),
-            None => "device",
-        };
-        let (subject, intro) = match row.payload["kind"].as_str() {
-            Some("reconnect_needed") => (
-                format!("Your {provider} account needs to be reconnected"),
-                format!(
-                    "We can no longer read your {provider} data: the connection was ended or expired. Reconnect so your data keeps arriving."
-                ),
-            ),
-            Some("reconnect_request") => (
-                format!("Please reconnect your {provider} account"),
-                format!("Your clinic asks you to reconnect your {provider} account so your data keeps arriving."),
-            ),
-            _ => (
-                format!("Your clinic asks you to connect your {provider} account"),
-                format!("Your clinic asks you to connect your {provider} account so they can see your data."),
-            ),
-        };
-        let until = expires.map(|t| t.format("%Y-%m-%d").to_string()).unwrap_or_default();
-        let body = format!(
-            "{intro}\n\nOpen this link to connect (it works until {until}):\n\n{}\n\nIf you did not expect this message, you can ignore it.\n",
-            link.expose_secret()
-        );
-        match mailer.send(&email, &subject, body).await {
-            Ok(()) => Outcome::Delivered,
-            Err(e) => Outcome::Retry { next: now + self.backoff(row.attempts), error: e.to_string() },
-        }
     }
 }
