@@ -9,7 +9,9 @@ use tidegate_e2e::config_dir;
 
 fn compose() -> Value {
     let text = std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/docker-compose.yml")).unwrap();
-    serde_yaml::from_str(&text).unwrap()
+    let mut v: Value = serde_yaml::from_str(&text).unwrap();
+    v.apply_merge().unwrap();
+    v
 }
 
 fn env_of(service: &Value) -> BTreeMap<String, String> {
@@ -48,6 +50,11 @@ fn compose_has_postgres_16_serve_and_sandbox() {
     let sandbox = &c["services"]["sandbox"];
     let command: Vec<&str> = sandbox["command"].as_sequence().unwrap().iter().map(|v| v.as_str().unwrap()).collect();
     assert_eq!(command[0], "sandbox");
+    // The API runs the release feature set; only the simulator's image has the dev tools.
+    assert!(serve["build"]["args"]["FEATURES"].is_null(), "serve is built without dev tools");
+    assert_eq!(sandbox["build"]["args"]["FEATURES"], "dev-tools", "the simulator needs the dev-tools build");
+    let dockerfile = std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/Dockerfile")).unwrap();
+    assert!(dockerfile.contains("--no-default-features"), "the release image has no simulator, demo or bench");
 }
 
 #[test]

@@ -1,11 +1,15 @@
 //! The tidegate service: configuration, telemetry and start-up for every role of the binary.
 
+#[cfg(feature = "dev-tools")]
 pub mod bench;
+pub mod cli;
 pub mod clock;
 pub mod configuration;
+#[cfg(feature = "dev-tools")]
 pub mod demo;
 pub mod keys;
 pub mod map;
+pub mod roles;
 pub mod startup;
 pub mod telemetry;
 pub mod token;

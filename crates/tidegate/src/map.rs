@@ -1,6 +1,8 @@
 //! `tidegate map`: a saved partner response → Tidepool datums, for support cases and for checking
 //! a payload by hand. Pure: no configuration, no database, no network.
 
+use std::process::ExitCode;
+
 use model::UserId;
 use partners::Saved;
 use partners::fetch::Batch;
@@ -84,6 +86,48 @@ pub fn summary(m: &Mapped) -> String {
         }
     }
     out
+}
+
+/// `tidegate map`: exit 0 when the input was read (skipped records included), 2 when it could
+/// not be read at all.
+pub fn command(partner: &str, endpoint: Option<&str>, user: &str, file: &std::path::Path) -> ExitCode {
+    use std::io::{Read, Write};
+    let user = match model::UserId::parse(user) {
+        Ok(u) => u,
+        Err(e) => {
+            eprintln!("tidegate map: --user: {e}");
+            return ExitCode::from(2);
+        }
+    };
+    let mut input = String::new();
+    let read = if file.as_os_str() == "-" {
+        std::io::stdin().read_to_string(&mut input).map(|_| ())
+    } else {
+        std::fs::read_to_string(file).map(|s| input = s)
+    };
+    if let Err(e) = read {
+        eprintln!("tidegate map: {}: {e}", file.display());
+        return ExitCode::from(2);
+    }
+    match map(partner, endpoint, &input, &user) {
+        Ok(m) => {
+            let mut out = std::io::BufWriter::new(std::io::stdout().lock());
+            for d in &m.datums {
+                if writeln!(out, "{d}").is_err() {
+                    return ExitCode::FAILURE;
+                }
+            }
+            if out.flush().is_err() {
+                return ExitCode::FAILURE;
+            }
+            eprint!("{}", summary(&m));
+            ExitCode::SUCCESS
+        }
+        Err(e) => {
+            eprintln!("tidegate map: {}: {e}", file.display());
+            ExitCode::from(2)
+        }
+    }
 }
 
 #[cfg(test)]
