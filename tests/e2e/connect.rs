@@ -192,6 +192,22 @@ pub fn assert_none_in(secrets: &[impl AsRef<str>], haystack: &str, what: &str) {
     assert!(finder.find(haystack).is_none(), "a simulator secret is in {what}");
 }
 
+/// The first poll follows the partner's schedule policy, the same one the poll worker keeps:
+/// within a minute, but never inside a maintenance blackout (Dexcom: 02:45–03:45 Los Angeles).
+#[tokio::test]
+async fn a_connection_made_during_a_blackout_first_polls_after_it() {
+    let w = spawn_world(&[]).await;
+    // 2026-03-07 03:00 PST, fifteen minutes into the window.
+    let inside = chrono::DateTime::parse_from_rfc3339("2026-03-07T11:00:00Z").unwrap().to_utc();
+    w.app.clock.set(inside);
+    assert_eq!(connect_dexcom(&w, ALICE, "dexcom-001").await.status(), StatusCode::OK);
+    let due: chrono::DateTime<chrono::Utc> =
+        sqlx::query_scalar("SELECT next_run_at FROM poll_schedule").fetch_one(&w.app.sql).await.unwrap();
+    let window_end = chrono::DateTime::parse_from_rfc3339("2026-03-07T11:45:00Z").unwrap().to_utc();
+    assert!(due >= window_end, "first poll {due} inside the blackout");
+    assert!(due <= window_end + chrono::Duration::minutes(30), "first poll {due} long after the blackout");
+}
+
 #[tokio::test]
 async fn dexcom_connects_with_encrypted_tokens_and_nothing_leaks() {
     let w = spawn_world(&[]).await;

@@ -6,10 +6,9 @@
 use axum::http::{HeaderMap, StatusCode, header};
 use axum::response::Response;
 use chrono::Duration;
-use model::{AccountChoice, LinkTokenId, ProviderName};
+use model::{AccountChoice, LinkTokenId, ProviderName, paths};
 use partners::registry::{Partner, ResolvedRegion};
 use partners::{Identity, PartnerError, RedirectMode, TokenSet};
-use rand::Rng;
 use secrecy::{ExposeSecret, SecretString};
 use sha2::{Digest, Sha256};
 use store::audit::Actor;
@@ -104,7 +103,7 @@ async fn check_link(state: &AppState, raw: Option<&str>, provider: &ProviderName
             "Links to connect an account are only valid for a limited time.",
         ));
     }
-    if !token.allows(&format!("/v1/oauth/{provider}/authorize")) {
+    if !token.allows(&paths::authorize(provider)) {
         return Err(problem(
             StatusCode::FORBIDDEN,
             "This link is for something else",
@@ -196,8 +195,9 @@ pub async fn authorize(
         RedirectMode::Paste => paste_page(partner, provider, &resolved, &url),
     };
     let cookie = format!(
-        "{COOKIE}={}; HttpOnly; SameSite=Lax; Path=/v1/oauth/{provider}; Max-Age={}{}",
+        "{COOKIE}={}; HttpOnly; SameSite=Lax; Path={}; Max-Age={}{}",
         binding.expose_secret(),
+        paths::oauth_prefix(provider),
         state.connect.authorization_ttl.num_seconds(),
         if state.connect.secure_cookies() { "; Secure" } else { "" }
     );
@@ -213,7 +213,8 @@ fn region_choice(partner: &Partner, provider: &ProviderName, token: &str) -> Res
         .iter()
         .map(|r| {
             format!(
-                "<li><a class=\"button\" href=\"/v1/oauth/{provider}/authorize?restricted_token={}&amp;region={}\">{}</a></li>",
+                "<li><a class=\"button\" href=\"{}?restricted_token={}&amp;region={}\">{}</a></li>",
+                paths::authorize(provider),
                 esc(token),
                 esc(r),
                 esc(&partner.region_label(r))
@@ -242,13 +243,14 @@ fn paste_page(partner: &Partner, provider: &ProviderName, resolved: &ResolvedReg
              <code>{target}?code=</code> and shows an error or an empty page. \
              Copy that whole address from the address bar.</li>\
              <li>Paste it here and press Connect.</li></ol>\
-             <form method=\"post\" action=\"/v1/oauth/{provider}/redirect\">\
+             <form method=\"post\" action=\"{redirect}\">\
              <label for=\"url\">Address from {name}</label>\
              <input type=\"text\" id=\"url\" name=\"url\" required autocomplete=\"off\" spellcheck=\"false\" \
              placeholder=\"{target}?code=…&amp;state=…\">\
              <button type=\"submit\" id=\"connect\">Connect</button></form>\
              <p class=\"note\">We never see or store your {name} password. This page works for 10 minutes.</p>",
-            link = esc(url)
+            link = esc(url),
+            redirect = paths::redirect(provider),
         ),
     )
 }
@@ -444,9 +446,8 @@ async fn store_connection(
 ) -> Response {
     let now = state.clock.now();
     // First poll within the partner's `first_poll_within_secs` (a minute by default), jittered so
-    // a wave of connections does not poll in step.
-    let within_ms = i64::try_from(partner.settings.schedule.first_poll_within_secs.max(1) * 1000).unwrap_or(60_000);
-    let jitter = Duration::milliseconds(rand::rng().random_range(0..within_ms));
+    // a wave of connections does not poll in step, and never inside a blackout.
+    let first_poll_at = partner.schedule.first_poll(now, &mut rand::rng());
     let c = Connection {
         user: a.user_id.clone(),
         provider: a.provider.clone(),
@@ -457,7 +458,7 @@ async fn store_connection(
         refresh_token: tokens.refresh_token,
         scope: tokens.scope,
         link_token_hash: a.link_token_hash.clone(),
-        first_poll_at: now + jitter,
+        first_poll_at,
     };
     let actor = Actor { sub: a.user_id.to_string(), role: "patient".into() };
     match state.store.connect(&actor, &c, now).await {
@@ -513,10 +514,10 @@ async fn choose_account(
         "Whose data should we import?",
         &format!(
             "<p>Your {} account follows several people. Choose the one whose data belongs to this account.</p>\
-             <form method=\"post\" action=\"/v1/oauth/{}/choose\"><input type=\"hidden\" name=\"authorization\" value=\"{}\">{options}\
+             <form method=\"post\" action=\"{}\"><input type=\"hidden\" name=\"authorization\" value=\"{}\">{options}\
              <button type=\"submit\" id=\"choose\">Connect</button></form>",
             esc(partner.display_name()),
-            partner.name,
+            paths::choose(&partner.name),
             a.id
         ),
     )

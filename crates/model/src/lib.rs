@@ -6,6 +6,7 @@
 pub mod clock;
 pub mod datum;
 pub mod ids;
+pub mod paths;
 pub mod provider;
 pub mod state;
 pub mod time;

@@ -13,6 +13,7 @@ pub mod fetch;
 pub mod http;
 pub mod oauth;
 pub mod registry;
+pub mod schedule;
 
 pub use config::{ClientAuth, PartnerSettings, RedirectMode, RegionSettings};
 pub use driver::{Call, Cursor, Identity, PartnerDriver, PollRequest, Saved};

@@ -12,6 +12,7 @@ use crate::config::{PartnerSettings, RedirectMode, RegionSettings};
 use crate::driver::{OAuthOnly, PartnerDriver};
 use crate::error::PartnerError;
 use crate::oauth::OAuthEndpoints;
+use crate::schedule::Policy;
 
 /// How long a discovery answer is trusted.
 const DISCOVERY_TTL: Duration = Duration::from_secs(3600);
@@ -37,6 +38,8 @@ pub struct Partner {
     pub settings: PartnerSettings,
     /// What knows the partner's account identity and data.
     pub driver: &'static dyn PartnerDriver,
+    /// When to poll (first poll, intervals, blackouts, backoffs), parsed from `settings.schedule`.
+    pub schedule: Policy,
     pub http: reqwest::Client,
     callback_url: String,
     discovered: Mutex<BTreeMap<String, (Instant, Discovered)>>,
@@ -176,14 +179,17 @@ impl Registry {
             let provider =
                 ProviderName::parse(name).map_err(|e| PartnerError::Config(format!("partners.{name}: {e}")))?;
             let driver = data_driver(name).unwrap_or(&OAuthOnly);
+            let schedule = Policy::parse(&s.schedule)
+                .map_err(|e| PartnerError::Config(format!("partners.{name}.schedule: {e}")))?;
             let http = crate::http::client(s.user_agent.as_deref(), Duration::from_secs(s.timeout_secs));
-            let callback_url = format!("{}/v1/oauth/{name}/redirect", public_url.trim_end_matches('/'));
+            let callback_url = model::paths::callback_url(public_url, &provider);
             partners.insert(
                 provider.clone(),
                 Partner {
                     name: provider,
                     settings: s.clone(),
                     driver,
+                    schedule,
                     http,
                     callback_url,
                     discovered: Mutex::new(BTreeMap::new()),

@@ -4,7 +4,6 @@ pub mod breaker;
 pub mod mail;
 pub mod outbox;
 pub mod poll;
-pub mod timing;
 pub mod worker;
 
 pub use mail::{MailSettings, Mailer};

@@ -13,6 +13,7 @@ use std::time::Duration as StdDuration;
 
 use chrono::{DateTime, Duration, Utc};
 use model::{DataSourceId, SharedClock};
+use partners::schedule::Policy;
 use partners::{PartnerError, Registry};
 use rand::SeedableRng;
 use rand::rngs::StdRng;
@@ -26,7 +27,6 @@ use uuid::Uuid;
 
 use crate::breaker::{Admit, Breaker};
 use crate::poll::{PollError, Poller};
-use crate::timing::Policy;
 
 #[derive(Debug, Clone)]
 pub struct WorkerSettings {
@@ -168,8 +168,7 @@ impl PollWorker {
         let mut providers = Vec::new();
         for name in partners.names() {
             let Some(p) = partners.get(name) else { continue };
-            let policy = Policy::parse(&p.settings.schedule).map_err(|e| format!("partners.{name}.schedule: {e}"))?;
-            policies.insert(name.as_str().to_owned(), policy);
+            policies.insert(name.as_str().to_owned(), p.schedule.clone());
             if p.driver.polls() {
                 providers.push(name.as_str().to_owned());
             }
@@ -575,11 +574,7 @@ impl PollWorker {
     ) -> (Outcome, Option<(DateTime<Utc>, &'static str)>, Option<String>) {
         let inner = &self.inner;
         let notice = ReconnectNotice {
-            link_base: format!(
-                "{}/v1/oauth/{}/authorize?restricted_token=",
-                inner.settings.public_url.trim_end_matches('/'),
-                claimed.provider
-            ),
+            link_base: model::paths::link_base(&inner.settings.public_url, &claimed.provider),
             ttl: inner.settings.reconnect_link_ttl,
         };
         let outcome = if error.code == "authorization_revoked" { Outcome::Confirmed } else { Outcome::Permanent };

@@ -336,7 +336,7 @@ impl Store {
             None => data_sources::insert(&mut tx, &r.user, &r.provider, &change).await?,
         };
         let link = model::LinkTokenId::generate();
-        let paths = vec![format!("/v1/oauth/{}", r.provider)];
+        let paths = vec![model::paths::oauth_prefix(&r.provider)];
         let token = crate::link_tokens::insert(
             &mut tx,
             &link,
@@ -435,7 +435,7 @@ impl Store {
         if let Some(n) = notice {
             let expires = now + n.ttl;
             let link = model::LinkTokenId::generate();
-            let paths = vec![format!("/v1/oauth/{}", source.provider)];
+            let paths = vec![model::paths::oauth_prefix(&source.provider)];
             crate::link_tokens::insert(
                 &mut tx,
                 &link,

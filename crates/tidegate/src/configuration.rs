@@ -413,7 +413,7 @@ impl Settings {
             return Err(invalid("worker.breaker_max_cooldown_secs", "must be ≥ breaker_min_cooldown_secs ≥ 1"));
         }
         for (name, p) in &self.partners {
-            scheduler::timing::Policy::parse(&p.schedule)
+            partners::schedule::Policy::parse(&p.schedule)
                 .map_err(|e| invalid("partners", format!("partners.{name}.schedule: {e}")))?;
         }
         if self.database.max_connections < 3 {

@@ -165,7 +165,7 @@ pub async fn run(
             &mut conn,
             &link,
             &model::UserId::parse(PATIENT)?,
-            &["/v1/oauth".to_owned()],
+            &[model::paths::OAUTH_PREFIX.to_owned()],
             now + chrono::Duration::days(1),
             store::link_tokens::Purpose::Api,
             now,

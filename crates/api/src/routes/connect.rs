@@ -8,7 +8,7 @@ use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use axum::{Form, Json, Router};
 use chrono::{DateTime, Utc};
-use model::{LinkTokenId, UserId};
+use model::{LinkTokenId, UserId, paths};
 use serde::{Deserialize, Serialize};
 use store::audit::Entry;
 use store::link_tokens::{self, Purpose};
@@ -25,9 +25,9 @@ use crate::state::AppState;
 /// token (authorize, redirect, choose); minting a link token is authenticated and not limited.
 pub fn router(guard: ConnectGuard) -> Router<AppState> {
     let browser = Router::new()
-        .route("/v1/oauth/{provider}/authorize", get(authorize))
-        .route("/v1/oauth/{provider}/redirect", get(redirect_get).post(redirect_post))
-        .route("/v1/oauth/{provider}/choose", post(choose))
+        .route(paths::AUTHORIZE_ROUTE, get(authorize))
+        .route(paths::REDIRECT_ROUTE, get(redirect_get).post(redirect_post))
+        .route(paths::CHOOSE_ROUTE, post(choose))
         .route_layer(axum::middleware::from_fn_with_state(guard, limit_connect));
     Router::new().route("/v1/users/{userId}/restricted_tokens", post(mint_link_token)).merge(browser)
 }

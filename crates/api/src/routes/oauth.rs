@@ -14,8 +14,8 @@ use crate::state::AppState;
 
 pub fn router() -> Router<AppState> {
     Router::new()
-        .route("/v1/oauth/{provider}/authorize", delete(disconnect_own))
-        .route("/v1/users/{userId}/oauth/{provider}/authorize", delete(disconnect_as_service))
+        .route(model::paths::AUTHORIZE_ROUTE, delete(disconnect_own))
+        .route(model::paths::USER_AUTHORIZE_ROUTE, delete(disconnect_as_service))
 }
 
 /// `?deleteData=true` also erases the source's imported data.

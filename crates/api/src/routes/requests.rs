@@ -54,10 +54,7 @@ async fn request(
     let r = RequestConnection {
         clinic_id: clinic,
         user: patient,
-        link_base: format!(
-            "{}/v1/oauth/{provider}/authorize?restricted_token=",
-            state.connect.public_url.trim_end_matches('/')
-        ),
+        link_base: model::paths::link_base(&state.connect.public_url, &provider),
         provider,
         ttl: state.connect.connection_request_ttl,
     };

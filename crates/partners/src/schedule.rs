@@ -1,10 +1,12 @@
-//! When to poll next (DESIGN §5), as pure functions of time, policy and a random source: the
-//! jittered interval after a success, maintenance blackouts in partner-local time (DST-correct),
-//! backoffs after failures.
+//! A partner's schedule policy (DESIGN §5), as pure functions of time, policy and a random source:
+//! the first poll of a new connection, the jittered interval after a success, maintenance
+//! blackouts in partner-local time (DST-correct), backoffs after failures. Parsed once per
+//! partner when the registry is built ([`crate::Partner::schedule`]); the connect flow and the
+//! poll worker both ask it.
 
+use crate::config::{BlackoutSettings, ScheduleSettings};
 use chrono::{DateTime, Duration, LocalResult, NaiveDate, NaiveDateTime, NaiveTime, TimeZone, Utc};
 use chrono_tz::Tz;
-use partners::config::{BlackoutSettings, ScheduleSettings};
 use rand::Rng;
 
 /// A daily window in a partner's local time.
