@@ -4,14 +4,28 @@ use std::collections::BTreeSet;
 
 use serde_yaml::Value;
 
-/// (METHOD, path) of every `.route("…", method(…).method(…))` in the API's route modules.
+/// The route patterns `model::paths` names (`pub const NAME: &str = "…";`).
+fn path_constants() -> Vec<(String, String)> {
+    let text = std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/crates/model/src/paths.rs")).unwrap();
+    text.lines()
+        .filter_map(|l| l.trim().strip_prefix("pub const "))
+        .filter_map(|l| {
+            let (name, rest) = l.split_once(": &str = \"")?;
+            Some((name.to_owned(), rest.split('"').next()?.to_owned()))
+        })
+        .collect()
+}
+
+/// (METHOD, path) of every `.route(PATH, method(…).method(…))` in the API's route modules, PATH a
+/// string literal or a `model::paths` constant.
 fn routes_in_code() -> BTreeSet<(String, String)> {
     let dir = concat!(env!("CARGO_MANIFEST_DIR"), "/crates/api/src/routes");
+    let constants = path_constants();
+    assert!(constants.len() >= 4, "model::paths constants: {constants:?}");
     let mut out = BTreeSet::new();
     for entry in std::fs::read_dir(dir).unwrap() {
         let text = std::fs::read_to_string(entry.unwrap().path()).unwrap();
         for chunk in text.split(".route(").skip(1) {
-            let Some(path) = chunk.strip_prefix('"').and_then(|c| c.split('"').next()) else { continue };
             // The call's arguments: up to the parenthesis that closes `.route(`.
             let mut depth = 1;
             let args: String = chunk
@@ -25,13 +39,29 @@ fn routes_in_code() -> BTreeSet<(String, String)> {
                     depth > 0
                 })
                 .collect();
-            let handlers = &args[path.len() + 2..];
+            let Some((first, handlers)) = args.split_once(',') else { continue };
+            let first = first.trim();
+            let path = if let Some(literal) = first.strip_prefix('"') {
+                literal.trim_end_matches('"').to_owned()
+            } else if first.starts_with("paths::") || first.starts_with("model::paths::") {
+                let name = first.rsplit("::").next().unwrap_or(first);
+                match constants.iter().find(|(n, _)| n == name) {
+                    Some((_, value)) => value.clone(),
+                    None => panic!("{first} is not a model::paths constant"),
+                }
+            } else {
+                continue;
+            };
+            // The ops listener's `/metrics` (its own router and port) is not the public API.
+            if path == "/metrics" {
+                continue;
+            }
             for method in ["get", "post", "put", "delete", "patch"] {
                 let called = handlers.trim_start_matches([',', ' ', '\n']).starts_with(&format!("{method}("))
                     || handlers.contains(&format!(".{method}("))
                     || handlers.contains(&format!(", {method}("));
                 if called {
-                    out.insert((method.to_uppercase(), path.to_owned()));
+                    out.insert((method.to_uppercase(), path.clone()));
                 }
             }
         }

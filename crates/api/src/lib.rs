@@ -2,7 +2,7 @@
 
 mod access;
 pub mod auth;
-mod connect;
+mod connect_flow;
 pub mod dashboard;
 pub mod error;
 mod extract;

@@ -2,7 +2,7 @@
 //! (what Tidepool's services emit), e.g. `2026-11-22T12:00:00.000Z`.
 
 use chrono::{DateTime, SecondsFormat, Utc};
-use serde::Serializer;
+use serde::{Deserialize, Deserializer, Serializer};
 
 pub fn format(t: &DateTime<Utc>) -> String {
     t.to_rfc3339_opts(SecondsFormat::Millis, true)
@@ -19,6 +19,12 @@ pub fn serialize_opt<S: Serializer>(t: &Option<DateTime<Utc>>, s: S) -> Result<S
         Some(t) => s.serialize_str(&format(t)),
         None => s.serialize_none(),
     }
+}
+
+/// `#[serde(deserialize_with = "model::time::deserialize")]`: any RFC 3339 time, as UTC.
+pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<DateTime<Utc>, D::Error> {
+    let raw = String::deserialize(d)?;
+    DateTime::parse_from_rfc3339(&raw).map(|t| t.to_utc()).map_err(serde::de::Error::custom)
 }
 
 #[cfg(test)]

@@ -20,24 +20,13 @@ pub struct DataSourceReport {
     pub data_source_id: DataSourceId,
     pub provider_name: ProviderName,
     pub state: DataSourceState,
-    #[serde(serialize_with = "tidepool_time")]
+    #[serde(serialize_with = "model::time::serialize")]
     pub modified_time: DateTime<Utc>,
     /// Pending states only: when the invitation runs out.
-    #[serde(skip_serializing_if = "Option::is_none", serialize_with = "tidepool_time_opt")]
+    #[serde(skip_serializing_if = "Option::is_none", serialize_with = "model::time::serialize_opt")]
     pub expiration_time: Option<DateTime<Utc>>,
-    #[serde(skip_serializing_if = "Option::is_none", serialize_with = "tidepool_time_opt")]
+    #[serde(skip_serializing_if = "Option::is_none", serialize_with = "model::time::serialize_opt")]
     pub latest_data_time: Option<DateTime<Utc>>,
-}
-
-fn tidepool_time<S: serde::Serializer>(t: &DateTime<Utc>, s: S) -> Result<S::Ok, S::Error> {
-    s.serialize_str(&model::time::format(t))
-}
-
-fn tidepool_time_opt<S: serde::Serializer>(t: &Option<DateTime<Utc>>, s: S) -> Result<S::Ok, S::Error> {
-    match t {
-        Some(t) => tidepool_time(t, s),
-        None => s.serialize_none(),
-    }
 }
 
 #[derive(Debug, Clone)]

@@ -55,7 +55,7 @@ pub struct PatientMessage {
     /// The data-source error code behind a `reconnect_needed`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub reason: Option<String>,
-    #[serde(with = "tidepool_time")]
+    #[serde(serialize_with = "model::time::serialize", deserialize_with = "model::time::deserialize")]
     pub expiration_time: DateTime<Utc>,
     pub link: SealedLink,
 }
@@ -66,21 +66,6 @@ pub struct PatientMessage {
 pub struct SealedLink {
     pub key_id: String,
     pub sealed: String,
-}
-
-/// Times in payloads as Tidepool writes them (`2026-03-07T12:00:00.000Z`).
-mod tidepool_time {
-    use chrono::{DateTime, Utc};
-    use serde::{Deserialize, Deserializer, Serializer};
-
-    pub fn serialize<S: Serializer>(t: &DateTime<Utc>, s: S) -> Result<S::Ok, S::Error> {
-        s.serialize_str(&model::time::format(t))
-    }
-
-    pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<DateTime<Utc>, D::Error> {
-        let raw = String::deserialize(d)?;
-        DateTime::parse_from_rfc3339(&raw).map(|t| t.to_utc()).map_err(serde::de::Error::custom)
-    }
 }
 
 /// Queue a delivery for a user, in the caller's transaction.

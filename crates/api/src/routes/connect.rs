@@ -14,7 +14,7 @@ use store::audit::Entry;
 use store::link_tokens::{self, Purpose};
 
 use crate::auth::{Caller, Role};
-use crate::connect::{self, CallbackParams};
+use crate::connect_flow::{self, CallbackParams};
 use crate::error::ApiError;
 use crate::extract::{ApiJson, ApiPath};
 use crate::limit::{ConnectGuard, limit_connect};
@@ -133,7 +133,7 @@ async fn authorize(
     Query(q): Query<HashMap<String, String>>,
 ) -> Response {
     let Ok(provider) = state.provider(&provider) else { return unknown_partner() };
-    connect::authorize(
+    connect_flow::authorize(
         &state,
         &provider,
         q.get("restricted_token").map(String::as_str),
@@ -149,7 +149,7 @@ async fn redirect_get(
     Query(p): Query<CallbackParams>,
 ) -> Response {
     let Ok(provider) = state.provider(&provider) else { return unknown_partner() };
-    connect::callback(&state, &provider, &headers, p).await
+    connect_flow::callback(&state, &provider, &headers, p).await
 }
 
 #[derive(Debug, Deserialize)]
@@ -167,7 +167,7 @@ async fn redirect_post(
 ) -> Response {
     let Ok(provider) = state.provider(&provider) else { return unknown_partner() };
     match CallbackParams::from_pasted(&f.url) {
-        Some(p) => connect::callback(&state, &provider, &headers, p).await,
+        Some(p) => connect_flow::callback(&state, &provider, &headers, p).await,
         None => problem(
             StatusCode::BAD_REQUEST,
             "That address is not the right one",
@@ -192,5 +192,5 @@ async fn choose(
     Form(c): Form<Choice>,
 ) -> Response {
     let Ok(provider) = state.provider(&provider) else { return unknown_partner() };
-    connect::choose(&state, &provider, &headers, &c.authorization, &c.patient).await
+    connect_flow::choose(&state, &provider, &headers, &c.authorization, &c.patient).await
 }

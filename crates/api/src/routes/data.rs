@@ -21,7 +21,7 @@ use crate::access::authorize_user;
 use crate::auth::{Caller, Service};
 use crate::error::{ApiError, InvalidParam};
 use crate::extract::{ApiPath, ApiQuery};
-use crate::routes::oauth::revoke_at_partner;
+use crate::routes::disconnect::revoke_at_partner;
 use crate::state::AppState;
 
 /// The Tidepool types tidegate stores (`type=` accepts these).

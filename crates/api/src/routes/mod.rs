@@ -4,8 +4,8 @@
 mod connect;
 mod data;
 mod data_sources;
+mod disconnect;
 mod health;
-mod oauth;
 mod requests;
 
 use std::sync::Arc;
@@ -85,7 +85,7 @@ pub fn public_router(state: AppState, http: &HttpSettings) -> Router {
     let mut secured = Router::new()
         .merge(health::router())
         .merge(data_sources::router())
-        .merge(oauth::router())
+        .merge(disconnect::router())
         .merge(connect::router(guard))
         .merge(requests::router())
         .merge(data::router())
