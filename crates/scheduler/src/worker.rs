@@ -156,14 +156,8 @@ struct Reserved {
 }
 
 impl PollWorker {
-    /// Fails when a partner's schedule policy is invalid (names the partner and the problem).
-    pub fn new(
-        store: Store,
-        poller: Poller,
-        partners: Registry,
-        clock: SharedClock,
-        settings: WorkerSettings,
-    ) -> Result<Self, String> {
+    /// Each partner's schedule policy comes parsed with the registry.
+    pub fn new(store: Store, poller: Poller, partners: Registry, clock: SharedClock, settings: WorkerSettings) -> Self {
         let mut policies = HashMap::new();
         let mut providers = Vec::new();
         for name in partners.names() {
@@ -178,7 +172,7 @@ impl PollWorker {
         let settings_seed = settings.rng_seed;
         let polls = store.gated(store::Gate::new(settings.poll_connections, settings.connection_wait));
         let poller = poller.with_store(polls.clone());
-        Ok(Self {
+        Self {
             inner: Arc::new(Inner {
                 store,
                 polls,
@@ -197,7 +191,7 @@ impl PollWorker {
                 in_flight: Mutex::new(std::collections::HashSet::new()),
                 owner: Uuid::new_v4(),
             }),
-        })
+        }
     }
 
     /// The store its polls take connections from: gated to `poll_connections` at once.

@@ -644,7 +644,7 @@ impl Settings {
         }
     }
 
-    /// The poll worker for this configuration (fails on an invalid partner schedule).
+    /// The poll worker for this configuration (fails on an invalid partner configuration).
     pub fn poll_worker(
         &self,
         store: store::Store,
@@ -655,8 +655,7 @@ impl Settings {
         }
         let partners = self.registry()?;
         let poller = scheduler::Poller::new(store.clone(), partners.clone(), clock.clone(), self.poll_settings());
-        scheduler::PollWorker::new(store, poller, partners, clock, self.worker_settings())
-            .map_err(|e| invalid("partners", e))
+        Ok(scheduler::PollWorker::new(store, poller, partners, clock, self.worker_settings()))
     }
 
     pub fn poll_settings(&self) -> scheduler::PollSettings {
