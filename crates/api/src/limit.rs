@@ -12,7 +12,7 @@
 
 use std::collections::HashMap;
 use std::fmt;
-use std::net::{IpAddr, Ipv6Addr, SocketAddr};
+use std::net::{IpAddr, SocketAddr};
 use std::str::FromStr;
 use std::sync::{Arc, Mutex, PoisonError};
 
@@ -48,13 +48,10 @@ impl Default for RateLimit {
     }
 }
 
-/// An IP network: an address and a prefix length (`10.0.0.0/8`, `fd00::/8`; a bare address is
-/// a /32 or /128).
+/// An IP network (`10.0.0.0/8`, `fd00::/8`; a bare address is a /32 or /128; host bits are
+/// cleared), on the `ipnet` crate reqwest already brings.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct IpNet {
-    addr: IpAddr,
-    prefix: u8,
-}
+pub struct IpNet(ipnet::IpNet);
 
 /// A `trusted_proxies` entry that is neither an IP address nor a CIDR.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -64,51 +61,27 @@ pub struct InvalidNet(pub String);
 impl FromStr for IpNet {
     type Err = InvalidNet;
     fn from_str(s: &str) -> Result<Self, InvalidNet> {
-        let bad = || InvalidNet(s.to_owned());
-        let (addr, prefix) = match s.trim().split_once('/') {
-            Some((a, p)) => {
-                if p.is_empty() || !p.bytes().all(|b| b.is_ascii_digit()) {
-                    return Err(bad());
-                }
-                (a.parse::<IpAddr>().map_err(|_| bad())?, Some(p.parse::<u8>().map_err(|_| bad())?))
-            }
-            None => (s.trim().parse::<IpAddr>().map_err(|_| bad())?, None),
+        let t = s.trim();
+        let net = match t.split_once('/') {
+            // ipnet reads the prefix leniently (`/+8`): only digits are a prefix here.
+            Some((_, p)) if p.is_empty() || !p.bytes().all(|b| b.is_ascii_digit()) => None,
+            Some(_) => t.parse::<ipnet::IpNet>().ok(),
+            None => t.parse::<IpAddr>().ok().map(ipnet::IpNet::from),
         };
-        let max = if addr.is_ipv4() { 32 } else { 128 };
-        let prefix = prefix.unwrap_or(max);
-        if prefix > max {
-            return Err(bad());
-        }
-        Ok(Self { addr: mask(addr, prefix), prefix })
+        net.map(|n| Self(n.trunc())).ok_or_else(|| InvalidNet(s.to_owned()))
     }
 }
 
 impl fmt::Display for IpNet {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "{}/{}", self.addr, self.prefix)
+        self.0.fmt(f)
     }
 }
 
 impl IpNet {
+    /// Whether `ip` is in the network (an IPv4-mapped IPv6 address counts as IPv4).
     pub fn contains(&self, ip: IpAddr) -> bool {
-        let ip = ip.to_canonical();
-        ip.is_ipv4() == self.addr.is_ipv4() && mask(ip, self.prefix) == self.addr
-    }
-}
-
-/// `ip` with every bit after the first `prefix` cleared.
-fn mask(ip: IpAddr, prefix: u8) -> IpAddr {
-    match ip {
-        IpAddr::V4(v4) => {
-            let bits = u32::from(v4);
-            let m = if prefix == 0 { 0 } else { u32::MAX << (32 - u32::from(prefix.min(32))) };
-            IpAddr::V4((bits & m).into())
-        }
-        IpAddr::V6(v6) => {
-            let bits = u128::from(v6);
-            let m = if prefix == 0 { 0 } else { u128::MAX << (128 - u32::from(prefix.min(128))) };
-            IpAddr::V6(Ipv6Addr::from(bits & m))
-        }
+        self.0.contains(&ip.to_canonical())
     }
 }
 
@@ -220,7 +193,7 @@ impl Limiter {
     pub fn key(ip: IpAddr) -> IpAddr {
         match ip.to_canonical() {
             v4 @ IpAddr::V4(_) => v4,
-            v6 => mask(v6, 64),
+            IpAddr::V6(v6) => ipnet::Ipv6Net::new(v6, 64).map(|n| IpAddr::V6(n.network())).unwrap_or(IpAddr::V6(v6)),
         }
     }
 
