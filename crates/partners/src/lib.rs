@@ -14,6 +14,7 @@ pub mod http;
 pub mod oauth;
 pub mod registry;
 pub mod schedule;
+mod wire;
 
 pub use config::{ClientAuth, PartnerSettings, RedirectMode, RegionSettings};
 pub use driver::{Call, Cursor, Identity, PartnerDriver, PollRequest, Saved};

@@ -2,14 +2,13 @@
 //! and for care partners the patients they follow (never guessed: several and none chosen is an
 //! error the person resolves).
 
-use chrono::{DateTime, Utc};
-use model::{AccountChoice, UserId};
-use serde_json::Value;
-
 use crate::driver::{BoxFuture, Call, Cursor, Identity, PartnerDriver, PollRequest, Saved};
 use crate::error::PartnerError;
 use crate::fetch::Batch;
 use crate::http::get_json;
+use crate::wire::read;
+use chrono::{DateTime, Utc};
+use model::{AccountChoice, UserId};
 
 /// The CareLink driver.
 #[derive(Debug, Clone, Copy, Default)]
@@ -73,28 +72,31 @@ pub struct Discovered {
     pub web_base_url: String,
 }
 
-fn text(v: &Value, what: &str) -> Result<String, PartnerError> {
-    v.as_str()
-        .filter(|s| !s.is_empty())
+/// A field discovery or the account documents must have (non-empty).
+fn required(v: Option<&str>, what: &str) -> Result<String, PartnerError> {
+    v.filter(|s| !s.is_empty())
         .map(str::to_owned)
         .ok_or_else(|| PartnerError::Protocol(format!("discovery: {what} missing")))
 }
 
 /// Discovery document → region entry → Auth0 SSO configuration.
 pub async fn discover(http: &reqwest::Client, discovery_url: &str, region: &str) -> Result<Discovered, PartnerError> {
-    let doc = get_json(http, discovery_url, None).await?;
-    let cp = doc["CP"]
-        .as_array()
-        .and_then(|a| a.iter().find(|c| c["region"].as_str() == Some(region)))
+    let doc: wire::Discovery = read(&get_json(http, discovery_url, None).await?);
+    let cp = doc
+        .regions
+        .unwrap_or_default()
+        .into_iter()
+        .find(|c| c.region.as_deref() == Some(region))
         .ok_or_else(|| PartnerError::Protocol(format!("discovery: no CP entry for region {region}")))?;
-    let sso_url = text(&cp["Auth0SSOConfiguration"], "Auth0SSOConfiguration")?;
-    let sso = get_json(http, &sso_url, None).await?;
+    let sso_url = required(cp.sso_configuration.as_deref(), "Auth0SSOConfiguration")?;
+    let sso: wire::SsoConfiguration = read(&get_json(http, &sso_url, None).await?);
     // The SSO server is addressed by host, port and prefix; it uses the scheme the discovery
     // document was served with (https in production).
     let scheme = if discovery_url.starts_with("http://") { "http" } else { "https" };
-    let host = text(&sso["server"]["hostname"], "server.hostname")?;
-    let port = sso["server"]["port"].as_u64();
-    let prefix = sso["server"]["prefix"].as_str().map(|p| format!("/{}", p.trim_matches('/'))).unwrap_or_default();
+    let server = sso.server.unwrap_or_default();
+    let host = required(server.hostname.as_deref(), "server.hostname")?;
+    let port = server.port;
+    let prefix = server.prefix.map(|p| format!("/{}", p.trim_matches('/'))).unwrap_or_default();
     let authority = match port {
         Some(443) if scheme == "https" => host,
         Some(80) if scheme == "http" => host,
@@ -102,22 +104,21 @@ pub async fn discover(http: &reqwest::Client, discovery_url: &str, region: &str)
         None => host,
     };
     let root = format!("{scheme}://{authority}{prefix}");
-    let path = |k: &str| sso["system_endpoints"][k].as_str().map(|p| format!("{root}{p}"));
+    let endpoints = sso.system_endpoints.unwrap_or_default();
+    let path = |p: Option<String>| p.map(|p| format!("{root}{p}"));
+    let client = sso.client.unwrap_or_default();
     Ok(Discovered {
-        authorize_url: path("authorization_endpoint_path")
+        authorize_url: path(endpoints.authorization_endpoint_path)
             .ok_or_else(|| PartnerError::Protocol("discovery: authorization endpoint missing".into()))?,
-        token_url: path("token_endpoint_path")
+        token_url: path(endpoints.token_endpoint_path)
             .ok_or_else(|| PartnerError::Protocol("discovery: token endpoint missing".into()))?,
-        revocation_url: path("revocation_endpoint_path"),
-        client_id: text(&sso["client"]["client_id"], "client.client_id")?,
-        scopes: sso["client"]["scope"]
-            .as_str()
-            .map(|s| s.split_whitespace().map(str::to_owned).collect())
-            .unwrap_or_default(),
-        audience: sso["client"]["audience"].as_str().map(str::to_owned),
-        redirect_uri: text(&sso["client"]["redirect_uri"], "client.redirect_uri")?,
-        cloud_base_url: text(&cp["baseUrlCumulus"], "baseUrlCumulus")?,
-        web_base_url: text(&cp["baseUrlCareLink"], "baseUrlCareLink")?,
+        revocation_url: path(endpoints.revocation_endpoint_path),
+        client_id: required(client.client_id.as_deref(), "client.client_id")?,
+        scopes: client.scope.map(|s| s.split_whitespace().map(str::to_owned).collect()).unwrap_or_default(),
+        audience: client.audience,
+        redirect_uri: required(client.redirect_uri.as_deref(), "client.redirect_uri")?,
+        cloud_base_url: required(cp.cloud_base_url.as_deref(), "baseUrlCumulus")?,
+        web_base_url: required(cp.web_base_url.as_deref(), "baseUrlCareLink")?,
     })
 }
 
@@ -174,23 +175,20 @@ impl Account {
 /// `users/me` (role) → `users/me/profile` (username) → care partners: `m2m/links/patients`.
 pub async fn account(http: &reqwest::Client, web_base_url: &str, access_token: &str) -> Result<Account, PartnerError> {
     let base = web_base_url.trim_end_matches('/');
-    let me = get_json(http, &format!("{base}/users/me"), Some(access_token)).await?;
-    let role_name = text(&me["role"], "users/me role")?;
+    let me: wire::Me = read(&get_json(http, &format!("{base}/users/me"), Some(access_token)).await?);
+    let role_name = required(me.role.as_deref(), "users/me role")?;
     let role = match role_name.as_str() {
         "PATIENT" | "PATIENT_OUS" => Role::Patient,
         "CARE_PARTNER" | "CARE_PARTNER_OUS" => Role::CarePartner,
         other => return Err(PartnerError::Protocol(format!("unknown CareLink role {other:?}"))),
     };
-    let profile = get_json(http, &format!("{base}/users/me/profile"), Some(access_token)).await?;
-    let username = text(&profile["username"], "profile username")?;
+    let profile: wire::Profile = read(&get_json(http, &format!("{base}/users/me/profile"), Some(access_token)).await?);
+    let username = required(profile.username.as_deref(), "profile username")?;
     let patients = if role == Role::CarePartner {
         let links = get_json(http, &format!("{base}/m2m/links/patients"), Some(access_token)).await?;
-        links
-            .as_array()
-            .map(|a| {
-                a.iter().filter_map(|p| p["patientId"].as_str().or(p["username"].as_str()).map(str::to_owned)).collect()
-            })
-            .unwrap_or_default()
+        let links: Vec<wire::LinkedPatient> =
+            links.as_array().map(|a| a.iter().map(read).collect()).unwrap_or_default();
+        links.iter().filter_map(|p| p.id().map(str::to_owned)).collect()
     } else {
         Vec::new()
     };
@@ -199,3 +197,4 @@ pub async fn account(http: &reqwest::Client, web_base_url: &str, access_token: &
 
 pub mod fetch;
 pub mod map;
+mod wire;

@@ -10,6 +10,7 @@ use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
 use super::map::{self, EventChange};
+use super::wire;
 use crate::error::PartnerError;
 use crate::fetch::{Batch, FetchSettings};
 use crate::http::get_json;
@@ -41,8 +42,8 @@ fn dexcom_date(t: DateTime<Utc>) -> String {
     t.format("%Y-%m-%dT%H:%M:%S").to_string()
 }
 
-fn range_time(v: &Value, end: &str) -> Option<DateTime<Utc>> {
-    let raw = v[end]["systemTime"].as_str()?;
+fn range_time(end: Option<&wire::RangeEnd>) -> Option<DateTime<Utc>> {
+    let raw = end?.system_time.as_deref()?;
     let t = crate::fetch::partner_time(raw).ok()?;
     Some(t.instant().unwrap_or_else(|| t.local.and_utc()))
 }
@@ -57,20 +58,14 @@ struct Ranges {
 }
 
 fn ranges(body: &Value) -> Ranges {
-    let mut r = Ranges::default();
-    for kind in ["egvs", "events", "calibrations"] {
-        let v = &body[kind];
-        if v.is_null() {
-            continue;
-        }
-        if let Some(s) = range_time(v, "start") {
+    let range: wire::DataRange = crate::wire::read(body);
+    let mut r = Ranges { calibrations: range.calibrations.is_some(), ..Ranges::default() };
+    for span in [&range.egvs, &range.events, &range.calibrations].into_iter().flatten() {
+        if let Some(s) = range_time(span.start.as_ref()) {
             r.start = Some(r.start.map_or(s, |x| x.min(s)));
         }
-        if let Some(e) = range_time(v, "end") {
+        if let Some(e) = range_time(span.end.as_ref()) {
             r.end = Some(r.end.map_or(e, |x| x.max(e)));
-        }
-        if kind == "calibrations" {
-            r.calibrations = true;
         }
     }
     r
@@ -150,7 +145,7 @@ pub async fn poll(
         batch.calls += 1;
         check_envelope(&body, "devices")?;
         for record in records(&body) {
-            let key = record["transmitterId"].as_str().unwrap_or_default().to_owned();
+            let key = crate::wire::read::<wire::Device>(record).transmitter_id.unwrap_or_default();
             let fingerprint = map::settings_fingerprint(record);
             if cursor.settings.get(&key) == Some(&fingerprint) {
                 continue;
@@ -169,12 +164,12 @@ pub async fn poll(
 }
 
 fn records(body: &Value) -> &[Value] {
-    body["records"].as_array().map(Vec::as_slice).unwrap_or_default()
+    wire::records(body).unwrap_or_default()
 }
 
 /// An envelope must be an object; `records` (when the endpoint has them) must be a list.
 fn check_envelope(body: &Value, what: &str) -> Result<(), PartnerError> {
-    if !body.is_object() || (what != "dataRange" && !body["records"].is_array()) {
+    if !body.is_object() || (what != "dataRange" && wire::records(body).is_none()) {
         return Err(PartnerError::Protocol(format!("{what}: not a Dexcom envelope")));
     }
     Ok(())

@@ -1,8 +1,10 @@
 //! Mapping Dexcom v3 records to Tidepool datums (pure functions; one bad record is skipped and
-//! counted, never fails its batch).
+//! counted, never fails its batch). Each function takes a record as sent, reads it into its typed
+//! form (`super::wire`) and decides from that; the datum's `payload` copies named fields verbatim.
 
-use crate::fetch::json_number as number;
+use super::wire::{self as dx, AlertSetting, Common};
 use crate::fetch::{check_time, partner_time};
+use crate::wire::{pick_value, read};
 use chrono::{DateTime, Utc};
 use model::datum::{
     Alert, Amount, Base, Cbg, CgmSettings, Datum, DeviceEvent, DeviceEventKind, Dose, Food, Insulin, LevelAlert, MG_DL,
@@ -11,7 +13,7 @@ use model::datum::{
 };
 use model::time::{PartnerTime, device_time, split_offset};
 use model::{DatumId, UserId};
-use serde_json::{Map, Value, json};
+use serde_json::{Value, json};
 use sha2::{Digest, Sha256};
 
 const PROVIDER: &str = "dexcom";
@@ -93,11 +95,11 @@ struct Times {
 /// `time` from systemTime (UTC when it names no zone); `deviceTime`, `timezoneOffset` and
 /// `clockDriftOffset` from displayTime (its own offset when it has one, else the difference
 /// from systemTime), split into a quarter-hour zone and the clock's drift.
-fn times(record: &Value) -> Result<Times, Skip> {
-    let system = record["systemTime"].as_str().ok_or(Skip::BadTime("systemTime"))?;
+fn times(record: &Common) -> Result<Times, Skip> {
+    let system = record.system_time.as_deref().ok_or(Skip::BadTime("systemTime"))?;
     let system = partner_time(system).map_err(|_| Skip::BadTime("systemTime"))?;
     let time = system.instant().unwrap_or_else(|| system.local.and_utc());
-    let display: Option<PartnerTime> = match record["displayTime"].as_str() {
+    let display: Option<PartnerTime> = match record.display_time.as_deref() {
         Some(d) => Some(partner_time(d).map_err(|_| Skip::BadTime("displayTime"))?),
         None => None,
     };
@@ -114,35 +116,17 @@ fn times(record: &Value) -> Result<Times, Skip> {
     })
 }
 
-/// The fields of `record` worth keeping verbatim in the datum's `payload`.
-fn payload(record: &Value, keys: &[&str]) -> Value {
-    let kept: Map<String, Value> = keys
-        .iter()
-        .filter_map(|k| record.get(*k).filter(|v| !v.is_null()).map(|v| ((*k).to_owned(), v.clone())))
-        .collect();
-    Value::Object(kept)
-}
-
 const COMMON_PAYLOAD: [&str; 6] =
     ["systemTime", "displayTime", "transmitterId", "transmitterTicks", "transmitterGeneration", "displayDevice"];
-
-fn record_id(record: &Value) -> Result<&str, Skip> {
-    // v2 called it eventId.
-    record["recordId"]
-        .as_str()
-        .or(record["eventId"].as_str())
-        .filter(|s| !s.is_empty() && s.len() <= 100)
-        .ok_or(Skip::NoRecordId)
-}
 
 /// The datum id for a Dexcom record mapped to `kind`.
 pub fn datum_id(user: &UserId, kind: &str, record_id: &str) -> DatumId {
     DatumId::derive(user, PROVIDER, kind, &[record_id])
 }
 
-/// The common fields of a datum from one record.
-fn base(user: &UserId, kind: &'static str, record: &Value, extra_payload: &[&str]) -> Result<Base, Skip> {
-    let id = record_id(record)?;
+/// The common fields of a datum from one record (`raw`: as sent, for the payload).
+fn base(user: &UserId, kind: &'static str, record: &Common, raw: &Value, extra_payload: &[&str]) -> Result<Base, Skip> {
+    let id = record.id().ok_or(Skip::NoRecordId)?;
     let t = times(record)?;
     let mut keys: Vec<&str> = COMMON_PAYLOAD.to_vec();
     keys.extend_from_slice(extra_payload);
@@ -154,7 +138,7 @@ fn base(user: &UserId, kind: &'static str, record: &Value, extra_payload: &[&str
         timezone_offset: t.timezone_offset,
         clock_drift_offset: t.clock_drift_offset,
         conversion_offset: None,
-        device_id: device_id(record["transmitterGeneration"].as_str(), record["transmitterId"].as_str()),
+        device_id: device_id(record.transmitter_generation.as_deref(), record.transmitter_id.as_deref()),
         origin: Origin {
             id: id.to_owned(),
             name: ORIGIN_NAME.into(),
@@ -162,7 +146,7 @@ fn base(user: &UserId, kind: &'static str, record: &Value, extra_payload: &[&str
             version: "3.0".into(),
             time: t.time,
         },
-        payload: Some(payload(record, &keys)),
+        payload: Some(pick_value(raw, &keys)),
         annotations: Vec::new(),
         notes: Vec::new(),
     })
@@ -175,8 +159,8 @@ fn validated(d: Datum) -> Result<Datum, Skip> {
 }
 
 /// Glucose units as Tidepool spells them (Dexcom: `mg/dL`, `mmol/L`; absent means mg/dL).
-fn glucose_units(record: &Value) -> Result<&'static str, Skip> {
-    match record["unit"].as_str() {
+fn glucose_units(unit: Option<&str>) -> Result<&'static str, Skip> {
+    match unit {
         Some("mg/dL") | None => Ok(MG_DL),
         Some("mmol/L") => Ok(MMOL_L),
         Some(other) => Err(Skip::Unit(other.to_owned())),
@@ -185,13 +169,14 @@ fn glucose_units(record: &Value) -> Result<&'static str, Skip> {
 
 /// An EGV record → `cbg` (39 and 401 carry Tidepool's out-of-range annotation).
 pub fn egv(user: &UserId, record: &Value) -> Result<Cbg, Skip> {
-    let mut base = base(user, "cbg", record, &["displayApp", "status", "trend", "trendRate"])?;
-    match record["unit"].as_str() {
+    let r: dx::Egv = read(record);
+    let mut base = base(user, "cbg", &r.common, record, &["displayApp", "status", "trend", "trendRate"])?;
+    match r.unit.as_deref() {
         Some("mg/dL") | None => {}
         Some(other) => return Err(Skip::Unit(other.to_owned())),
     }
-    let raw = record["value"].as_f64().ok_or(Skip::NoValue)?;
-    let status = record["status"].as_str();
+    let raw = r.value.ok_or(Skip::NoValue)?;
+    let status = r.status.as_deref();
     let (value, annotation) = if raw < 40.0 || status == Some("low") {
         (39, Some(json!({"code": "bg/out-of-range", "value": "low", "threshold": 40})))
     } else if raw > 400.0 || status == Some("high") {
@@ -199,8 +184,8 @@ pub fn egv(user: &UserId, record: &Value) -> Result<Cbg, Skip> {
     } else {
         (raw.round() as i64, None)
     };
-    let trend_rate = record["trendRate"].as_f64().filter(|_| annotation.is_none());
-    let rate_units = match record["rateUnit"].as_str() {
+    let trend_rate = r.trend_rate.filter(|_| annotation.is_none());
+    let rate_units = match r.rate_unit.as_deref() {
         Some("mg/dL/min") | None => Some("mg/dL/minute"),
         _ => None,
     };
@@ -209,7 +194,7 @@ pub fn egv(user: &UserId, record: &Value) -> Result<Cbg, Skip> {
         base,
         units: MG_DL,
         value,
-        trend: record["trend"].as_str().and_then(trend).filter(|_| value != 39 && value != 401),
+        trend: r.trend.as_deref().and_then(trend).filter(|_| value != 39 && value != 401),
         trend_rate_units: trend_rate.and(rate_units),
         trend_rate: trend_rate.filter(|_| rate_units.is_some()),
     };
@@ -220,15 +205,17 @@ pub fn egv(user: &UserId, record: &Value) -> Result<Cbg, Skip> {
 
 /// A calibration → `deviceEvent/calibration`.
 pub fn calibration(user: &UserId, record: &Value) -> Result<Datum, Skip> {
-    let base = base(user, "deviceEvent", record, &["unit", "value"])?;
-    let (units, value) = tidepool_glucose(glucose_units(record)?, number(&record["value"]).ok_or(Skip::NoValue)?);
+    let r: dx::Calibration = read(record);
+    let base = base(user, "deviceEvent", &r.common, record, &["unit", "value"])?;
+    let (units, value) = tidepool_glucose(glucose_units(r.unit.as_deref())?, r.value.ok_or(Skip::NoValue)?);
     validated(DeviceEvent { base, event: DeviceEventKind::Calibration { units, value } }.into())
 }
 
 /// An alert record → `alert` (issued at its systemTime).
 pub fn alert(user: &UserId, record: &Value) -> Result<Datum, Skip> {
-    let base = base(user, "alert", record, &["alertName", "alertState", "displayApp"])?;
-    let name = record["alertName"].as_str().filter(|n| !n.is_empty()).ok_or(Skip::NoValue)?;
+    let r: dx::AlertRecord = read(record);
+    let base = base(user, "alert", &r.common, record, &["alertName", "alertState", "displayApp"])?;
+    let name = r.alert_name.as_deref().filter(|n| !n.is_empty()).ok_or(Skip::NoValue)?;
     let issued_time = base.time;
     validated(Alert { base, name: name.to_owned(), priority: None, issued_time }.into())
 }
@@ -257,25 +244,28 @@ fn event_kind(event_type: &str) -> Option<&'static str> {
 /// An event → `food`, `insulin`, `smbg`, `physicalActivity` or `reportedState`; `updated`
 /// events replace their datum, `deleted` ones remove it.
 pub fn event(user: &UserId, record: &Value) -> Result<EventChange, Skip> {
-    let id = record_id(record)?;
-    let event_type = record["eventType"].as_str().unwrap_or_default();
+    let r: dx::Event = read(record);
+    let id = r.common.id().ok_or(Skip::NoRecordId)?;
+    let event_type = r.event_type.as_deref().unwrap_or_default();
     let kind = event_kind(event_type).ok_or_else(|| Skip::UnknownEvent(event_type.chars().take(40).collect()))?;
-    if record["eventStatus"].as_str() == Some("deleted") {
+    if r.event_status.as_deref() == Some("deleted") {
         return Ok(EventChange::Remove(datum_id(user, kind, id)));
     }
-    let mut base = base(user, kind, record, &["eventType", "eventSubType", "eventStatus", "unit", "value"])?;
-    let sub = record["eventSubType"].as_str();
-    let amount = || number(&record["value"]).ok_or_else(|| Skip::BadValue(text(&record["value"])));
+    let mut base = base(user, kind, &r.common, record, &["eventType", "eventSubType", "eventStatus", "unit", "value"])?;
+    let sub = r.event_sub_type.as_deref();
+    let unit = r.unit.as_deref();
+    let amount = || r.value.number().ok_or_else(|| Skip::BadValue(r.value.describe()));
+    let note = || r.value.text().map(str::trim).filter(|v| !v.is_empty()).map(|v| v.chars().take(1000).collect());
     let datum: Datum = match event_type {
         "carbs" => {
-            match record["unit"].as_str() {
+            match unit {
                 Some("grams") | None => {}
                 Some(other) => return Err(Skip::Unit(other.to_owned())),
             }
             Food::grams(base, amount()?).into()
         }
         "insulin" => {
-            match record["unit"].as_str() {
+            match unit {
                 Some("units") | None => {}
                 Some(other) => return Err(Skip::Unit(other.to_owned())),
             }
@@ -284,12 +274,12 @@ pub fn event(user: &UserId, record: &Value) -> Result<EventChange, Skip> {
             Insulin { base, dose: Dose { total: amount()?, units: "Units" } }.into()
         }
         "bloodGlucose" => {
-            let (units, value) = tidepool_glucose(glucose_units(record)?, amount()?);
+            let (units, value) = tidepool_glucose(glucose_units(unit)?, amount()?);
             Smbg { base, sub_type: None, units, value }.into()
         }
         "exercise" => {
-            let minutes = match record["unit"].as_str() {
-                Some("minutes") | None => number(&record["value"]),
+            let minutes = match unit {
+                Some("minutes") | None => r.value.number(),
                 Some(other) => return Err(Skip::Unit(other.to_owned())),
             };
             let reported_intensity = match sub {
@@ -316,8 +306,8 @@ pub fn event(user: &UserId, record: &Value) -> Result<EventChange, Skip> {
                 _ => "other",
             };
             let state_other = (state == "other").then(|| sub.unwrap_or_default().chars().take(100).collect::<String>());
-            if let Some(note) = record["value"].as_str().map(str::trim).filter(|v| !v.is_empty()) {
-                base.notes = vec![note.chars().take(1000).collect()];
+            if let Some(note) = note() {
+                base.notes = vec![note];
             }
             ReportedState {
                 base,
@@ -328,19 +318,11 @@ pub fn event(user: &UserId, record: &Value) -> Result<EventChange, Skip> {
         // A free-text note: Tidepool keeps notes on a datum; the closest home is a reported
         // state of kind `other` carrying the text (README, "Where Dexcom notes go").
         _ => {
-            let note = record["value"].as_str().map(str::trim).filter(|v| !v.is_empty()).ok_or(Skip::NoValue)?;
-            base.notes = vec![note.chars().take(1000).collect()];
+            base.notes = vec![note().ok_or(Skip::NoValue)?];
             ReportedState { base, states: vec![StateEntry { state: "other", state_other: None }] }.into()
         }
     };
     validated(datum).map(|d| EventChange::Upsert(Box::new(d)))
-}
-
-fn text(v: &Value) -> String {
-    match v {
-        Value::String(s) => s.chars().take(40).collect(),
-        other => other.to_string().chars().take(40).collect(),
-    }
 }
 
 /// A content hash of a device's alert settings, ignoring when they were read.
@@ -364,37 +346,33 @@ pub fn settings_fingerprint(record: &Value) -> String {
 /// A device record → `cgmSettings` from its default (or first) alert schedule. The datum's id
 /// comes from the settings' content, its time from when they last changed (or the upload).
 pub fn device(user: &UserId, record: &Value) -> Result<Datum, Skip> {
-    let schedules = record["alertSchedules"].as_array().map(Vec::as_slice).unwrap_or_default();
-    let schedule = schedules
-        .iter()
-        .find(|s| s["alertScheduleSettings"]["isDefaultSchedule"].as_bool() == Some(true))
-        .or_else(|| schedules.first());
-    let settings: &[Value] =
-        schedule.and_then(|s| s["alertSettings"].as_array()).map(Vec::as_slice).unwrap_or_default();
+    let r: dx::Device = read(record);
+    let settings: &[AlertSetting] = r.schedule().and_then(|s| s.alert_settings.as_deref()).unwrap_or_default();
     let changed = settings
         .iter()
-        .filter_map(|s| s["systemTime"].as_str())
+        .filter_map(|s| s.system_time.as_deref())
         .filter_map(|t| partner_time(t).ok())
         .map(|t| t.instant().unwrap_or_else(|| t.local.and_utc()))
         .max();
-    let uploaded = record["lastUploadDate"]
-        .as_str()
+    let uploaded = r
+        .last_upload_date
+        .as_deref()
         .and_then(|t| partner_time(t).ok())
         .map(|t| t.instant().unwrap_or_else(|| t.local.and_utc()));
     let time = changed.or(uploaded).ok_or(Skip::BadTime("lastUploadDate"))?;
     let fingerprint = settings_fingerprint(record);
-    let tx = record["transmitterId"].as_str().unwrap_or_default();
-    let find = |name: &str| settings.iter().find(|s| s["alertName"].as_str() == Some(name));
-    let enabled = |s: &Value| s["enabled"].as_bool().unwrap_or(false);
-    let snooze_ms = |s: &Value| number(&s["snooze"]).map_or(0, |m| (m * 60_000.0).round() as i64);
+    let tx = r.transmitter_id.as_deref().unwrap_or_default();
+    let find = |name: &str| settings.iter().find(|s| s.alert_name.as_deref() == Some(name));
+    let enabled = |s: &AlertSetting| s.enabled.unwrap_or(false);
+    let snooze_ms = |s: &AlertSetting| s.snooze.map_or(0, |m| (m * 60_000.0).round() as i64);
     // Levels and rates are written in mmol/L: a whole mg/dL number matches both branches of
     // Tidepool's blood `value.v1.yaml` oneOf (docs/SCHEMA-DEFECTS.md), and mmol/L is the unit
     // Tidepool stores. Dexcom's own values stay in payload.alertSchedules.
     let level = |name: &str| {
         find(name).and_then(|s| {
-            let mmol = match s["unit"].as_str() {
-                Some("mg/dL") | None => number(&s["value"]).map(mgdl_to_mmoll),
-                Some("mmol/L") => number(&s["value"]),
+            let mmol = match s.unit.as_deref() {
+                Some("mg/dL") | None => s.value.map(mgdl_to_mmoll),
+                Some("mmol/L") => s.value,
                 Some(_) => None,
             };
             mmol.map(|level| LevelAlert { enabled: enabled(s), level, snooze: snooze_ms(s) })
@@ -402,9 +380,9 @@ pub fn device(user: &UserId, record: &Value) -> Result<Datum, Skip> {
     };
     let rate = |name: &str, sign: f64| {
         find(name).and_then(|s| {
-            let mmol = match s["unit"].as_str() {
-                Some("mg/dL/min") | None => number(&s["value"]).map(mgdl_to_mmoll),
-                Some("mmol/L/min") => number(&s["value"]),
+            let mmol = match s.unit.as_deref() {
+                Some("mg/dL/min") | None => s.value.map(mgdl_to_mmoll),
+                Some("mmol/L/min") => s.value,
                 Some(_) => None,
             };
             mmol.map(|v| RateAlert { enabled: enabled(s), rate: sign * v.abs() })
@@ -426,7 +404,7 @@ pub fn device(user: &UserId, record: &Value) -> Result<Datum, Skip> {
             timezone_offset: None,
             clock_drift_offset: None,
             conversion_offset: None,
-            device_id: device_id(record["transmitterGeneration"].as_str(), Some(tx)),
+            device_id: device_id(r.transmitter_generation.as_deref(), Some(tx)),
             origin: Origin {
                 id: format!("device:{tx}:{fingerprint}").chars().take(100).collect(),
                 name: ORIGIN_NAME.into(),
@@ -434,13 +412,13 @@ pub fn device(user: &UserId, record: &Value) -> Result<Datum, Skip> {
                 version: "3.0".into(),
                 time,
             },
-            payload: Some(payload(record, &keys)),
+            payload: Some(pick_value(record, &keys)),
             annotations: Vec::new(),
             notes: Vec::new(),
         },
         units: MMOL_L,
         manufacturers: vec!["Dexcom".into()],
-        model: record["displayDevice"].as_str().filter(|s| !s.is_empty()).map(|s| s.chars().take(100).collect()),
+        model: r.display_device.as_deref().filter(|s| !s.is_empty()).map(|s| s.chars().take(100).collect()),
         transmitter_id: Some(tx.to_owned()).filter(|t| !t.is_empty()),
         software_version: None,
         high_alerts: level("high"),

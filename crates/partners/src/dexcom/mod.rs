@@ -62,7 +62,8 @@ impl PartnerDriver for Dexcom {
     /// A v3 envelope of one endpoint (named by `endpoint` — `egvs` or `egv` — or by the
     /// envelope's `recordType`).
     fn map_saved(&self, user: &UserId, saved: Saved<'_>, batch: &mut Batch) -> Result<String, PartnerError> {
-        let named = saved.endpoint.or_else(|| saved.document["recordType"].as_str());
+        let head: wire::EnvelopeHead = crate::wire::read(saved.document);
+        let named = saved.endpoint.or(head.record_type.as_deref());
         let Some(name) = named else {
             return Err(PartnerError::Protocol(
                 "the response has no recordType: say which Dexcom endpoint it came from (egvs, events, calibrations, alerts, devices)".into(),
@@ -73,7 +74,7 @@ impl PartnerDriver for Dexcom {
             .find(|(record, path)| name == *record || name == *path)
             .map(|(_, path)| *path)
             .ok_or_else(|| PartnerError::Protocol(format!("{name:?} is not a Dexcom v3 data endpoint")))?;
-        if !saved.document["records"].is_array() {
+        if wire::records(saved.document).is_none() {
             return Err(PartnerError::Protocol("not a Dexcom envelope (no records list)".into()));
         }
         let (from, to) = saved.window.unwrap_or((DateTime::<Utc>::MIN_UTC, DateTime::<Utc>::MAX_UTC));
@@ -90,13 +91,10 @@ pub async fn account_id(
     access_token: &str,
 ) -> Result<String, PartnerError> {
     let url = format!("{}/v3/users/self/dataRange", api_base_url.trim_end_matches('/'));
-    let body = get_json(http, &url, Some(access_token)).await?;
-    body["userId"]
-        .as_str()
-        .filter(|s| !s.is_empty())
-        .map(str::to_owned)
-        .ok_or_else(|| PartnerError::Protocol("dataRange has no userId".into()))
+    let range: wire::DataRange = crate::wire::read(&get_json(http, &url, Some(access_token)).await?);
+    range.user_id.filter(|s| !s.is_empty()).ok_or_else(|| PartnerError::Protocol("dataRange has no userId".into()))
 }
 
 pub mod fetch;
 pub mod map;
+mod wire;
