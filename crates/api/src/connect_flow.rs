@@ -5,6 +5,7 @@
 
 use axum::http::{HeaderMap, StatusCode, header};
 use axum::response::Response;
+use axum_extra::extract::cookie::{Cookie, CookieJar, SameSite};
 use chrono::Duration;
 use model::{AccountChoice, LinkTokenId, ProviderName, paths};
 use partners::registry::{Partner, ResolvedRegion};
@@ -16,7 +17,7 @@ use store::lifecycle::{ConnectError, Connection};
 use store::link_tokens::{self, LinkToken};
 use store::oauth_authorizations::{Authorization, NewAuthorization, Pending};
 
-use crate::pages::{esc, page, problem, see_other};
+use crate::pages::{self, page, problem, see_other};
 use crate::state::AppState;
 
 pub const COOKIE: &str = "tidegate_oauth";
@@ -55,11 +56,9 @@ fn sha256(s: &str) -> Vec<u8> {
     Sha256::digest(s.as_bytes()).to_vec()
 }
 
+/// The browser binding the flow set (every `Cookie` header is read).
 fn cookie_value(headers: &HeaderMap) -> Option<String> {
-    headers.get_all(header::COOKIE).iter().filter_map(|v| v.to_str().ok()).flat_map(|v| v.split(';')).find_map(|c| {
-        let (k, v) = c.trim().split_once('=')?;
-        (k == COOKIE).then(|| v.to_owned())
-    })
+    CookieJar::from_headers(headers).get(COOKIE).map(|c| c.value().to_owned())
 }
 
 fn link_problem(title: &str, what: &str) -> Response {
@@ -194,65 +193,40 @@ pub async fn authorize(
         RedirectMode::Web => see_other(&url),
         RedirectMode::Paste => paste_page(partner, provider, &resolved, &url),
     };
-    let cookie = format!(
-        "{COOKIE}={}; HttpOnly; SameSite=Lax; Path={}; Max-Age={}{}",
-        binding.expose_secret(),
-        paths::oauth_prefix(provider),
-        state.connect.authorization_ttl.num_seconds(),
-        if state.connect.secure_cookies() { "; Secure" } else { "" }
-    );
-    if let Ok(v) = cookie.parse() {
+    let cookie = Cookie::build((COOKIE, binding.expose_secret().to_owned()))
+        .http_only(true)
+        .same_site(SameSite::Lax)
+        .path(paths::oauth_prefix(provider))
+        .max_age(cookie::time::Duration::seconds(state.connect.authorization_ttl.num_seconds()))
+        .secure(state.connect.secure_cookies())
+        .build();
+    if let Ok(v) = cookie.to_string().parse() {
         resp.headers_mut().append(header::SET_COOKIE, v);
     }
     resp
 }
 
 fn region_choice(partner: &Partner, provider: &ProviderName, token: &str) -> Response {
-    let links: String = partner
+    let regions: Vec<(String, String)> = partner
         .regions()
         .iter()
         .map(|r| {
-            format!(
-                "<li><a class=\"button\" href=\"{}?restricted_token={}&amp;region={}\">{}</a></li>",
-                paths::authorize(provider),
-                esc(token),
-                esc(r),
-                esc(&partner.region_label(r))
-            )
+            let query = form_urlencoded::Serializer::new(String::new())
+                .append_pair("restricted_token", token)
+                .append_pair("region", r)
+                .finish();
+            (format!("{}?{query}", paths::authorize(provider)), partner.region_label(r))
         })
         .collect();
-    page(
-        StatusCode::OK,
-        &format!("Connect {}", partner.display_name()),
-        &format!("<p>Where is your {} account registered?</p><ul>{links}</ul>", esc(partner.display_name())),
-    )
+    let name = partner.display_name();
+    page(StatusCode::OK, &format!("Connect {name}"), pages::region_choice(name, &regions))
 }
 
 fn paste_page(partner: &Partner, provider: &ProviderName, resolved: &ResolvedRegion, url: &str) -> Response {
-    let name = esc(partner.display_name());
+    let name = partner.display_name();
     // The address the partner sends the browser to starts with its registered redirect URI.
-    let target = esc(&resolved.oauth.redirect_uri);
-    page(
-        StatusCode::OK,
-        &format!("Connect {name}"),
-        &format!(
-            "<p>{name} only sends people back to its own phone app, so connecting takes one extra step.</p>\
-             <ol><li><a class=\"button\" id=\"partner-link\" href=\"{link}\" target=\"_blank\" rel=\"noopener noreferrer\">Sign in to {name}</a><br>\
-             Use your {name} care-partner (follower) account.</li>\
-             <li>After you sign in, your browser tries to open an address that starts with \
-             <code>{target}?code=</code> and shows an error or an empty page. \
-             Copy that whole address from the address bar.</li>\
-             <li>Paste it here and press Connect.</li></ol>\
-             <form method=\"post\" action=\"{redirect}\">\
-             <label for=\"url\">Address from {name}</label>\
-             <input type=\"text\" id=\"url\" name=\"url\" required autocomplete=\"off\" spellcheck=\"false\" \
-             placeholder=\"{target}?code=…&amp;state=…\">\
-             <button type=\"submit\" id=\"connect\">Connect</button></form>\
-             <p class=\"note\">We never see or store your {name} password. This page works for 10 minutes.</p>",
-            link = esc(url),
-            redirect = paths::redirect(provider),
-        ),
-    )
+    let body = pages::paste(name, url, &resolved.oauth.redirect_uri, &paths::redirect(provider));
+    page(StatusCode::OK, &format!("Connect {name}"), body)
 }
 
 fn finished(state: &AppState, partner: &Partner) -> Response {
@@ -261,11 +235,7 @@ fn finished(state: &AppState, partner: &Partner) -> Response {
         None => page(
             StatusCode::OK,
             &format!("{} is connected", partner.display_name()),
-            &format!(
-                "<p id=\"result\" data-result=\"connected\">Your {} data will start arriving within a few minutes and is then kept up to date automatically.</p>\
-                 <p>You can close this page. You can disconnect at any time in the app.</p>",
-                esc(partner.display_name())
-            ),
+            pages::connected(partner.display_name()),
         ),
     }
 }
@@ -273,15 +243,7 @@ fn finished(state: &AppState, partner: &Partner) -> Response {
 fn declined(state: &AppState, partner: &Partner) -> Response {
     match &state.connect.declined_url {
         Some(url) => see_other(url),
-        None => page(
-            StatusCode::OK,
-            "Nothing was connected",
-            &format!(
-                "<p id=\"result\" data-result=\"declined\">You chose not to share your {} data. Nothing was changed.</p>\
-                 <p>If that was a mistake, open your link again: it still works.</p>",
-                esc(partner.display_name())
-            ),
-        ),
+        None => page(StatusCode::OK, "Nothing was connected", pages::declined(partner.display_name())),
     }
 }
 
@@ -493,11 +455,6 @@ async fn choose_account(
     choices: Vec<AccountChoice>,
 ) -> Response {
     let now = state.clock.now();
-    let options: String = choices
-        .iter()
-        .enumerate()
-        .map(|(i, c)| format!("<p><input type=\"radio\" name=\"patient\" id=\"p{i}\" value=\"{0}\" required> <label for=\"p{i}\">{0}</label></p>", esc(&c.label)))
-        .collect();
     let pending = Pending {
         access_token: tokens.access_token,
         refresh_token: tokens.refresh_token,
@@ -509,18 +466,9 @@ async fn choose_account(
         tracing::error!(error = %e, "holding the tokens for a choice failed");
         return unavailable();
     }
-    page(
-        StatusCode::OK,
-        "Whose data should we import?",
-        &format!(
-            "<p>Your {} account follows several people. Choose the one whose data belongs to this account.</p>\
-             <form method=\"post\" action=\"{}\"><input type=\"hidden\" name=\"authorization\" value=\"{}\">{options}\
-             <button type=\"submit\" id=\"choose\">Connect</button></form>",
-            esc(partner.display_name()),
-            paths::choose(&partner.name),
-            a.id
-        ),
-    )
+    let labels: Vec<&str> = pending.choices.iter().map(|c| c.label.as_str()).collect();
+    let body = pages::choose(partner.display_name(), &paths::choose(&partner.name), &a.id.to_string(), &labels);
+    page(StatusCode::OK, "Whose data should we import?", body)
 }
 
 /// `POST /v1/oauth/{provider}/choose` (form: authorization, patient).
