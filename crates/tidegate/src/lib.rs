@@ -1,5 +1,6 @@
 //! The tidegate service: configuration, telemetry and start-up for every role of the binary.
 
+pub mod assemble;
 #[cfg(feature = "dev-tools")]
 pub mod bench;
 pub mod cli;
