@@ -345,6 +345,28 @@ async fn history(w: &World, id: &model::DataSourceId) -> String {
     rows.join("\n")
 }
 
+/// A user's clinic reports in the outbox and who holds their lease (for a failure's message).
+async fn outbox_history(w: &World, user: &str) -> String {
+    let rows: Vec<String> = sqlx::query_scalar(
+        "SELECT format('  #%s %s created %s available %s attempts %s delivered %s parked %s: %s %s', o.id,
+                       o.kind, o.created_time, o.available_at, o.attempts, o.delivered_time, o.parked_time,
+                       coalesce(o.last_error, ''), o.payload::text)
+         FROM outbox o WHERE o.user_id = $1 ORDER BY o.id",
+    )
+    .bind(user)
+    .fetch_all(&w.app.sql)
+    .await
+    .unwrap();
+    let leases: Vec<String> = sqlx::query_scalar(
+        "SELECT format('  lease %s by %s until %s', kind, lease_owner, lease_until) FROM outbox_leases WHERE user_id = $1",
+    )
+    .bind(user)
+    .fetch_all(&w.app.sql)
+    .await
+    .unwrap();
+    format!("{}\n{}\n  simulated now {}", rows.join("\n"), leases.join("\n"), w.sandbox.sim.clock.now())
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_fault_matrix_over_simulated_days_equals_the_ground_truth() {
     let (sources, days, kill_every) = if soak() {
@@ -650,12 +672,15 @@ async fn the_fault_matrix_over_simulated_days_equals_the_ground_truth() {
         // The clinic's last accepted report says what we say.
         let report = last_accepted.get(user.as_str()).unwrap_or_else(|| panic!("no report for {}", pop.login(i)));
         let reported = report.as_array().and_then(|a| a.iter().find(|e| e["providerName"] == pop.provider(i)));
-        assert_eq!(
-            reported.map(|e| e["state"].clone()),
-            Some(serde_json::to_value(want_state).unwrap()),
-            "{} ({g:?}): clinic has {report}",
-            pop.login(i)
-        );
+        let want = Some(serde_json::to_value(want_state).unwrap());
+        if reported.map(|e| e["state"].clone()) != want {
+            panic!(
+                "{} ({g:?}): we say {want:?}, the clinic has {report}\noutbox:\n{}\npolls:\n{}",
+                pop.login(i),
+                outbox_history(&w, user.as_str()).await,
+                history(&w, id).await
+            );
+        }
         checked += 1;
         datums += expected.len();
         let e = rows.entry(g).or_default();

@@ -315,3 +315,46 @@ async fn an_unreadable_outbox_row_is_parked_and_the_others_are_delivered() {
     assert!(error.as_deref().is_some_and(|e| e.starts_with("unreadable patient message")), "{error:?}");
     assert!(rows[1].1.is_some(), "the clinic report beside it was delivered: {rows:?}");
 }
+
+/// A deliverer stalled past its lease (its PUT slow to land) while another replica took the lease
+/// and reported a newer state: the stale PUT lands last, so the stalled deliverer queues one more
+/// report and the clinic ends with the current state (the fault matrix met this under load).
+#[tokio::test]
+async fn a_report_that_lands_after_a_newer_one_is_followed_by_the_current_state() {
+    let w = spawn_world(&[]).await;
+    seed(&w).await;
+    assert_eq!(connect_dexcom(&w, ALICE, "dexcom-001").await.status(), StatusCode::OK);
+    admin(&w, reqwest::Method::PUT, "/admin/clinic/faults", json!({"latencyMs": 1500})).await;
+    let stalled = w.app.outbox_worker();
+    let owner = stalled.owner();
+    let task = tokio::spawn(async move { stalled.deliver_due().await });
+    // Its PUT (state `connected`) is on the wire once it holds the lease and has built the body.
+    for _ in 0..100 {
+        let held: i64 = sqlx::query_scalar("SELECT count(*) FROM outbox_leases WHERE lease_owner = $1")
+            .bind(owner)
+            .fetch_one(&w.app.sql)
+            .await
+            .unwrap();
+        if held == 1 {
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(10)).await;
+    }
+    tokio::time::sleep(std::time::Duration::from_millis(300)).await;
+    // Meanwhile: the source changes, the lease expires, another replica reports the new state.
+    let actor = Actor { sub: ALICE.into(), role: "user".into() };
+    let alice = UserId::parse(ALICE).unwrap();
+    let dexcom = ProviderName::parse("dexcom").unwrap();
+    w.app.store.disconnect(&actor, &alice, &dexcom, false, w.app.clock.now()).await.unwrap();
+    w.app.clock.advance(chrono::Duration::minutes(30));
+    admin(&w, reqwest::Method::PUT, "/admin/clinic/faults", json!({})).await;
+    w.app.outbox_worker().deliver_due().await.unwrap();
+    task.await.unwrap().unwrap();
+    let puts: Vec<Value> = received(&w).await.into_iter().filter(|r| r["userId"] == ALICE).collect();
+    let states: Vec<&str> = puts.iter().map(|r| r["body"][0]["state"].as_str().unwrap_or("?")).collect();
+    assert_eq!(states, ["disconnected", "connected"], "the newer report landed first, the stale one after it");
+    drain(&w, &w.app.outbox_worker()).await;
+    let last = w.sandbox.sim.clinic.last_accepted();
+    assert_eq!(last[ALICE], current_body(&w, ALICE).await, "the clinic ends with the current state");
+    assert_eq!(last[ALICE][0]["state"], "disconnected");
+}

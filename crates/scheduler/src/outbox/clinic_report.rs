@@ -2,7 +2,8 @@
 //! for the user. The body is built under the lease from the user's current sources, so a burst of
 //! changes sends one PUT with the final state and an older snapshot never overtakes a newer one.
 //! Transport errors, timeouts, 408, 429 and 5xx retry; 404 (no clinic has this patient) is done;
-//! any other 4xx is parked with a log line and a metric (`tidegate report` re-sends it).
+//! any other 4xx is parked with a log line and a metric (`tidegate report` re-sends it). A
+//! delivery that outlived its lease (its PUT may have landed after a newer one) queues one more.
 
 use model::UserId;
 use partners::clinic::{ClinicDirectory, DataSourceReport};
@@ -70,5 +71,11 @@ impl Destination for ClinicReports {
 
     fn deliver<'a>(&'a self, user: &'a UserId, rows: &'a [Row]) -> BoxFuture<'a, store::Result<Deliveries>> {
         Box::pin(self.report(user, rows))
+    }
+
+    /// Every report is the user's whole current state: one that landed late is corrected by the
+    /// next.
+    fn resend_after_lost_lease(&self) -> Option<store::outbox::Message> {
+        Some(store::outbox::Message::ClinicReport)
     }
 }

@@ -14,7 +14,7 @@ use model::{SharedClock, UserId};
 use partners::clinic::ClinicDirectory;
 use rand::Rng;
 use store::Store;
-use store::outbox::{self, Kind, Outcome, Row};
+use store::outbox::{self, Kind, Message, Outcome, Row};
 use uuid::Uuid;
 
 use crate::mail::Mailer;
@@ -38,6 +38,14 @@ pub trait Destination: Send + Sync + std::fmt::Debug {
     /// Deliver a user's pending, readable rows (the caller holds the user's lease for this kind):
     /// which rows had which outcome.
     fn deliver<'a>(&'a self, user: &'a UserId, rows: &'a [Row]) -> BoxFuture<'a, store::Result<Deliveries>>;
+
+    /// For a destination whose every delivery sends the user's current state (a snapshot): the
+    /// message to queue when a delivery outlived its lease. Another deliverer took the lease and
+    /// may have sent a newer snapshot that this one's late request then overwrote, so the current
+    /// state is sent once more. `None` (the default) for messages that must not repeat.
+    fn resend_after_lost_lease(&self) -> Option<Message> {
+        None
+    }
 }
 
 /// Jittered exponential backoff between attempts.
@@ -205,6 +213,7 @@ impl OutboxWorker {
         }
         let result = if readable.is_empty() { Ok(Vec::new()) } else { destination.deliver(user, &readable).await };
         let mut conn = self.store.acquire().await?;
+        let mut lost_lease = false;
         match result.map(|outcomes| parked.into_iter().chain(outcomes).collect::<Vec<_>>()) {
             Ok(outcomes) => {
                 for (ids, outcome) in outcomes {
@@ -217,10 +226,17 @@ impl OutboxWorker {
                         .increment(1);
                     let recorded =
                         outbox::settle(&mut conn, user, kind, self.owner, &ids, &outcome, self.clock.now()).await?;
+                    lost_lease |= recorded == 0 && !ids.is_empty();
                     tracing::debug!(user = %user, kind = kind.as_str(), outcome = label, recorded, "delivery settled");
                 }
             }
             Err(e) => tracing::warn!(error = %e, user = %user, "delivery could not be prepared"),
+        }
+        if lost_lease && let Some(message) = destination.resend_after_lost_lease() {
+            // (The rows stay as the lease's new holder left them.)
+            tracing::warn!(user = %user, kind = kind.as_str(), "a delivery outlived its lease; the current state is queued again");
+            metrics::counter!("tidegate_outbox_lost_leases_total", "kind" => kind.as_str()).increment(1);
+            outbox::enqueue(&mut conn, user, &message, self.clock.now()).await?;
         }
         outbox::release_lease(&mut conn, user, kind, self.owner).await?;
         Ok(true)
