@@ -635,8 +635,15 @@ async fn the_fault_matrix_over_simulated_days_equals_the_ground_truth() {
         } else {
             (BTreeMap::new(), start - Duration::days(2))
         };
-        let got: BTreeMap<String, Value> =
-            w.app.store.datums_of_source(id).await.unwrap().into_iter().map(|d| (d.id, d.body)).collect();
+        let got: BTreeMap<String, Value> = w
+            .app
+            .store
+            .datums_of_source(id)
+            .await
+            .unwrap()
+            .into_iter()
+            .map(|d| (d.id, tidegate_e2e::as_mapped(d.body)))
+            .collect();
         let missing: Vec<&String> = expected.keys().filter(|k| !got.contains_key(*k)).collect();
         // Device settings and pump status come from another endpoint or describe the moment of
         // a poll: not the truth's records.

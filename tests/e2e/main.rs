@@ -16,6 +16,7 @@ mod limits;
 mod metrics;
 mod openapi;
 mod outbox;
+mod platform;
 mod poll;
 mod polling;
 mod store_intents;

@@ -27,7 +27,14 @@ async fn source_of(w: &World, user: &str) -> DataSourceId {
 
 /// Every stored datum of a source: id → body.
 async fn stored(w: &World, id: &DataSourceId) -> BTreeMap<String, Value> {
-    w.app.store.datums_of_source(id).await.unwrap().into_iter().map(|d| (d.id, d.body)).collect()
+    w.app
+        .store
+        .datums_of_source(id)
+        .await
+        .unwrap()
+        .into_iter()
+        .map(|d| (d.id, tidegate_e2e::as_mapped(d.body)))
+        .collect()
 }
 
 /// Dexcom data requests the simulator has answered.

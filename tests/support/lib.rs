@@ -75,6 +75,18 @@ pub struct TestApp {
     server: Option<tokio::task::JoinHandle<anyhow::Result<()>>>,
 }
 
+/// A stored datum's body as its mapper made it: the store sets `origin.time` (when it first stored
+/// this version of the datum), which no ground truth can know. Panics when it is missing.
+pub fn as_mapped(mut body: serde_json::Value) -> serde_json::Value {
+    let origin = body.get_mut("origin").and_then(|o| o.as_object_mut()).expect("a stored datum has an origin");
+    let time = origin.remove("time");
+    assert!(
+        time.as_ref().and_then(|t| t.as_str()).is_some_and(|t| DateTime::parse_from_rfc3339(t).is_ok()),
+        "a stored datum's origin.time is set: {time:?}"
+    );
+    body
+}
+
 /// The time every test app starts at (a manual clock; tests advance it).
 pub fn test_epoch() -> DateTime<Utc> {
     DateTime::parse_from_rfc3339("2026-03-07T12:00:00Z").expect("static time").to_utc()
@@ -122,8 +134,10 @@ pub async fn spawn_world_on(db: TestDb, config: sandbox::SandboxConfig, extra: &
     logs::init();
     let clinic_token = format!("clinic-{}", uuid::Uuid::new_v4().simple());
     let dexcom_secret = format!("dexcom-{}", uuid::Uuid::new_v4().simple());
+    let platform_secret = format!("platform-{}", uuid::Uuid::new_v4().simple());
     let sb = sandbox::Sandbox::start(sandbox::SandboxConfig {
         clinic_server_token: clinic_token.clone(),
+        platform_server_secret: platform_secret.clone(),
         start_time: Some(test_epoch()),
         ..config
     })
@@ -141,6 +155,10 @@ pub async fn spawn_world_on(db: TestDb, config: sandbox::SandboxConfig, extra: &
         ("TIDEGATE_PUBLIC_URL".into(), public_url),
         ("TIDEGATE_CLINIC__URL".into(), format!("{base}/clinic")),
         ("TIDEGATE_CLINIC__SERVER_TOKEN".into(), clinic_token),
+        // The data-service stand-in; the `tidepool` sink is on only where a test enables it
+        // (`TIDEGATE_SINKS__ENABLED=local,tidepool`).
+        ("TIDEGATE_SINKS__TIDEPOOL__URL".into(), format!("{base}/tidepool")),
+        ("TIDEGATE_SINKS__TIDEPOOL__SERVER_SECRET".into(), platform_secret),
         ("TIDEGATE_PARTNERS__DEXCOM__CLIENT_ID".into(), DEXCOM_CLIENT.into()),
         ("TIDEGATE_PARTNERS__DEXCOM__CLIENT_SECRET".into(), dexcom_secret),
     ];
@@ -233,13 +251,7 @@ impl TestApp {
     /// An outbox deliverer on this app's store, clock and clinic (a fresh lease owner each call).
     pub fn outbox_worker(&self) -> scheduler::OutboxWorker {
         let clock: SharedClock = self.clock.clone();
-        scheduler::OutboxWorker::new(
-            self.store.clone(),
-            clock,
-            self.settings.clinic_directory(),
-            self.settings.mailer().expect("mail settings"),
-            self.settings.outbox_settings(),
-        )
+        self.settings.outbox_worker(self.store.clone(), clock).expect("outbox settings")
     }
 
     /// A poller on this app's store, clock and partners.

@@ -18,8 +18,11 @@ pub struct Origin {
     #[serde(rename = "type")]
     pub kind: &'static str,
     pub version: String,
-    #[serde(serialize_with = "crate::time::serialize")]
-    pub time: DateTime<Utc>,
+    /// When the partner last changed the record, when it says so. `None` otherwise: the store
+    /// then sets when it first stored this version of the datum (so an edit is always newer
+    /// than what it replaces, as the platform's `origin.older` deduplicator needs).
+    #[serde(skip_serializing_if = "Option::is_none", serialize_with = "crate::time::serialize_opt")]
+    pub time: Option<DateTime<Utc>>,
 }
 
 /// The fields every datum has (`base.v1.yaml`).
@@ -814,7 +817,7 @@ mod tests {
             clock_drift_offset: None,
             conversion_offset: None,
             device_id: None,
-            origin: Origin { id: "1".into(), name: "test".into(), kind: "service", version: "1".into(), time: t },
+            origin: Origin { id: "1".into(), name: "test".into(), kind: "service", version: "1".into(), time: Some(t) },
             payload: None,
             annotations: vec![],
             notes: vec![],

@@ -122,6 +122,20 @@ pub trait PartnerDriver: Send + Sync + fmt::Debug {
 
     /// Map a saved response into `batch`; returns what it was read as (e.g. `dexcom egvs`).
     fn map_saved(&self, user: &UserId, saved: Saved<'_>, batch: &mut Batch) -> Result<String, PartnerError>;
+
+    /// What the platform data set of a source of this partner says about its devices.
+    fn devices(&self) -> Devices {
+        Devices::default()
+    }
+}
+
+/// A partner's devices as a platform data set names them (`deviceManufacturers`, `deviceTags`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct Devices {
+    /// The data model's exact manufacturer names (e.g. `Dexcom`, `Medtronic`).
+    pub manufacturers: &'static [&'static str],
+    /// `bgm`, `cgm`, `insulin-pump`, …
+    pub tags: &'static [&'static str],
 }
 
 /// A configured partner without a data driver: connected through OAuth, never polled. Its

@@ -32,6 +32,23 @@ pub enum PartnerError {
     /// Our own configuration is wrong (missing URL or client id).
     #[error("partner configuration: {0}")]
     Config(String),
+    /// 400 from a platform service: what it named as invalid (a datum's index in the request,
+    /// when it said so) — never the body we sent.
+    #[error("the service refused the request as invalid ({} problems)", .0.len())]
+    Invalid(Vec<Problem>),
+    /// 404 from a platform service (e.g. a data set that no longer exists).
+    #[error("not found at the service: {0}")]
+    NotFound(String),
+}
+
+/// One problem a platform service named in a 400.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Problem {
+    /// The request element it is about (from `source.pointer` `/<index>/…`), when it said.
+    pub index: Option<usize>,
+    /// `source.pointer` as sent, when present.
+    pub pointer: Option<String>,
+    pub detail: String,
 }
 
 impl PartnerError {

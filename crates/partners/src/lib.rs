@@ -12,6 +12,7 @@ pub mod error;
 pub mod fetch;
 pub mod http;
 pub mod oauth;
+pub mod platform;
 pub mod registry;
 pub mod schedule;
 mod wire;

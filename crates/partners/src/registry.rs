@@ -207,6 +207,10 @@ impl Registry {
         self.partners.keys()
     }
 
+    pub fn iter(&self) -> impl Iterator<Item = &Partner> {
+        self.partners.values()
+    }
+
     pub fn contains(&self, name: &ProviderName) -> bool {
         self.partners.contains_key(name)
     }

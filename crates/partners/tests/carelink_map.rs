@@ -15,14 +15,15 @@ fn user() -> UserId {
 }
 
 fn fixture(name: &str) -> Value {
-    let p = testkit::tidepool::testdata_dir().join("fixtures/carelink").join(name);
+    let p = sandbox::tidepool::testdata_dir().join("fixtures/carelink").join(name);
     serde_json::from_str(&std::fs::read_to_string(p).unwrap()).unwrap()
 }
 
 fn valid(d: &Datum) -> Value {
     d.validate().unwrap_or_else(|e| panic!("our rules: {e}"));
     let v = d.to_json();
-    testkit::tidepool::validate(&format!("data/models/{}", d.schema()), &v).unwrap_or_else(|e| panic!("{e:#?}\n{v:#}"));
+    sandbox::tidepool::validate_mapped(&format!("data/models/{}", d.schema()), &v)
+        .unwrap_or_else(|e| panic!("{e:#?}\n{v:#}"));
     v
 }
 

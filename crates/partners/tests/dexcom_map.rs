@@ -13,13 +13,13 @@ fn user() -> UserId {
 }
 
 fn fixture() -> Value {
-    let p = testkit::tidepool::testdata_dir().join("fixtures/dexcom/v3_egvs_g7_ios_record.json");
+    let p = sandbox::tidepool::testdata_dir().join("fixtures/dexcom/v3_egvs_g7_ios_record.json");
     serde_json::from_str(&std::fs::read_to_string(p).unwrap()).unwrap()
 }
 
 fn valid(datum: &impl serde::Serialize) -> Value {
     let v = serde_json::to_value(datum).unwrap();
-    testkit::tidepool::validate(CBG_SCHEMA, &v).unwrap_or_else(|e| panic!("{e:#?}\n{v:#}"));
+    sandbox::tidepool::validate_mapped(CBG_SCHEMA, &v).unwrap_or_else(|e| panic!("{e:#?}\n{v:#}"));
     v
 }
 
@@ -110,12 +110,13 @@ fn simulated_people_map_with_correct_local_times() {
 fn valid_datum(d: &model::datum::Datum) -> Value {
     d.validate().unwrap_or_else(|e| panic!("our rules: {e}"));
     let v = d.to_json();
-    testkit::tidepool::validate(&format!("data/models/{}", d.schema()), &v).unwrap_or_else(|e| panic!("{e:#?}\n{v:#}"));
+    sandbox::tidepool::validate_mapped(&format!("data/models/{}", d.schema()), &v)
+        .unwrap_or_else(|e| panic!("{e:#?}\n{v:#}"));
     v
 }
 
 fn shared_json(rel: &str) -> Value {
-    let p = testkit::tidepool::testdata_dir().join(rel);
+    let p = sandbox::tidepool::testdata_dir().join(rel);
     serde_json::from_str(&std::fs::read_to_string(p).unwrap()).unwrap()
 }
 

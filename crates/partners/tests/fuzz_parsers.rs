@@ -48,7 +48,7 @@ fn user() -> UserId {
 }
 
 fn fixture_text(rel: &str) -> String {
-    let p = testkit::tidepool::testdata_dir().join("fixtures").join(rel);
+    let p = sandbox::tidepool::testdata_dir().join("fixtures").join(rel);
     std::fs::read_to_string(&p).unwrap_or_else(|e| panic!("{}: {e}", p.display()))
 }
 
@@ -134,7 +134,7 @@ fn check_datum(d: &Datum, partner: Partner) -> Result<(), TestCaseError> {
     }
     let key = canon(&v);
     if !schema_checked().lock().unwrap_or_else(|p| p.into_inner()).contains(&key) {
-        if let Err(e) = testkit::tidepool::validate(&format!("data/models/{}", d.schema()), &v) {
+        if let Err(e) = sandbox::tidepool::validate_mapped(&format!("data/models/{}", d.schema()), &v) {
             return Err(TestCaseError::fail(format!("Tidepool schema: {e:#?}\n{v:#}")));
         }
         let mut checked = schema_checked().lock().unwrap_or_else(|p| p.into_inner());

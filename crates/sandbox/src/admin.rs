@@ -32,6 +32,9 @@ pub fn router() -> Router<Shared> {
         .route("/clinic/patients", post(add_clinic_patient))
         .route("/clinic/requests", get(clinic_requests).delete(clear_clinic_requests))
         .route("/clinic/faults", put(set_clinic_faults))
+        .route("/platform", get(platform_held))
+        .route("/platform/faults", put(set_platform_faults))
+        .route("/platform/sessions", axum::routing::delete(expire_platform_sessions))
 }
 
 fn bad(msg: &str) -> Response {
@@ -207,4 +210,18 @@ async fn clear_clinic_requests(State(sim): State<Shared>) -> Response {
 async fn set_clinic_faults(State(sim): State<Shared>, Json(f): Json<ClinicFaults>) -> Response {
     sim.clinic.set_faults(f.clone());
     Json(json!(f)).into_response()
+}
+
+async fn platform_held(State(sim): State<Shared>) -> Response {
+    Json(json!({"dataSets": sim.platform.data_sets(), "counts": sim.platform.counts()})).into_response()
+}
+
+async fn set_platform_faults(State(sim): State<Shared>, Json(f): Json<crate::platform::PlatformFaults>) -> Response {
+    sim.platform.set_faults(f.clone());
+    Json(json!(f)).into_response()
+}
+
+async fn expire_platform_sessions(State(sim): State<Shared>) -> Response {
+    sim.platform.expire_sessions();
+    StatusCode::NO_CONTENT.into_response()
 }

@@ -4,7 +4,8 @@
 //! URL: `/dexcom`, `/dexcom-eu`, `/dexcom-jp` (Dexcom API v3, one authorization server per
 //! region), `/carelink-login` (CareLink's Auth0 tenant), `/carelink` (CareLink's web host: SSO
 //! configuration and the `/patient/…` API), `/clcloud` (CareLink's cloud: discovery and data),
-//! `/clinic` (the clinic service) and, with `admin`, `/admin` (clock, people, faults, ground
+//! `/clinic` (the clinic service), `/tidepool` (the platform's data service and server login)
+//! and, with `admin`, `/admin` (clock, people, faults, ground
 //! truth, observability). It always serves over HTTP: tests and tidegate talk to it exactly as
 //! they would to the partners.
 
@@ -22,6 +23,8 @@ pub mod dexcom;
 pub mod faults;
 pub mod obs;
 pub mod people;
+pub mod platform;
+pub mod tidepool;
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -66,6 +69,9 @@ pub struct SandboxConfig {
     pub dexcom_budget_per_hour: Option<u64>,
     /// The server token the clinic stand-in expects in `x-tidepool-session-token`.
     pub clinic_server_token: String,
+    /// The server secret the data-service stand-in's `/auth/serverlogin` expects (empty:
+    /// every login refused).
+    pub platform_server_secret: String,
     /// Validate data-endpoint bearer tokens through this RFC 7662 introspection endpoint instead
     /// of the simulator's own token store (interoperability tests): (url, client_id, secret).
     pub introspection: Option<(String, String, String)>,
@@ -89,6 +95,7 @@ impl Default for SandboxConfig {
             dexcom_budget_per_hour: Some(60_000),
             // Empty: every clinic request is refused until a token is configured.
             clinic_server_token: String::new(),
+            platform_server_secret: String::new(),
             introspection: None,
             start_time: None,
             history_days: 120,
@@ -114,6 +121,7 @@ pub struct Sim {
     pub dexcom_budget: dexcom::Budget,
     pub faults: FaultBoard,
     pub clinic: clinic::ClinicState,
+    pub platform: platform::PlatformState,
     pub obs: Observability,
     pub http: reqwest::Client,
 }
@@ -205,6 +213,7 @@ fn build(cfg: SandboxConfig, base_url: String) -> Sim {
         people,
         faults: FaultBoard::default(),
         clinic: clinic::ClinicState::default(),
+        platform: platform::PlatformState::default(),
         obs: Observability::default(),
         http: reqwest::Client::builder()
             .timeout(std::time::Duration::from_secs(5))
@@ -225,7 +234,8 @@ fn router(sim: Shared) -> Router {
         .nest("/carelink-login", carelink::login_router())
         .nest("/clcloud", carelink::cloud_router())
         .nest("/carelink", carelink::web_router())
-        .nest("/clinic", clinic::router());
+        .nest("/clinic", clinic::router())
+        .nest("/tidepool", platform::router());
     if sim.cfg.admin {
         app = app.nest("/admin", admin::router());
     }

@@ -487,7 +487,11 @@ impl PollWorker {
                     };
                     (Outcome::Transient, transient(retry_after))
                 }
-                PartnerError::Protocol(_) | PartnerError::InvalidClient(_) | PartnerError::Config(_) => {
+                PartnerError::Protocol(_)
+                | PartnerError::InvalidClient(_)
+                | PartnerError::Config(_)
+                | PartnerError::Invalid(_)
+                | PartnerError::NotFound(_) => {
                     // Our configuration or a partner answering nonsense: not this person's doing.
                     tracing::error!(error = %pe, "poll failed on a partner or configuration problem");
                     (Outcome::Transient, transient(None))

@@ -33,6 +33,8 @@ pub struct DataSource {
     pub created_time: DateTime<Utc>,
     pub modified_time: DateTime<Utc>,
     pub revision: i64,
+    /// The platform data set holding this source's data (the `tidepool` sink), once created.
+    pub data_set_id: Option<String>,
 }
 
 struct Row {
@@ -50,6 +52,7 @@ struct Row {
     created_time: DateTime<Utc>,
     modified_time: DateTime<Utc>,
     revision: i64,
+    data_set_id: Option<String>,
 }
 
 impl TryFrom<Row> for DataSource {
@@ -71,6 +74,7 @@ impl TryFrom<Row> for DataSource {
             created_time: r.created_time,
             modified_time: r.modified_time,
             revision: r.revision,
+            data_set_id: r.data_set_id,
         })
     }
 }
@@ -98,7 +102,7 @@ impl Store {
             Row,
             r#"SELECT id, user_id, provider, state, region, error, ever_connected, expiration_time,
                       earliest_data_time, latest_data_time, last_import_time, created_time,
-                      modified_time, revision
+                      modified_time, revision, data_set_id
                FROM data_sources WHERE id = $1"#,
             id.as_str()
         )
@@ -113,7 +117,7 @@ pub async fn list_for_user(conn: &mut PgConnection, user: &UserId) -> Result<Vec
         Row,
         r#"SELECT id, user_id, provider, state, region, error, ever_connected, expiration_time,
                   earliest_data_time, latest_data_time, last_import_time, created_time,
-                  modified_time, revision
+                  modified_time, revision, data_set_id
            FROM data_sources WHERE user_id = $1 ORDER BY provider"#,
         user.as_str()
     )
@@ -128,7 +132,7 @@ pub async fn lock_all_for_user(conn: &mut PgConnection, user: &UserId) -> Result
         Row,
         r#"SELECT id, user_id, provider, state, region, error, ever_connected, expiration_time,
                   earliest_data_time, latest_data_time, last_import_time, created_time,
-                  modified_time, revision
+                  modified_time, revision, data_set_id
            FROM data_sources WHERE user_id = $1 ORDER BY provider FOR UPDATE"#,
         user.as_str()
     )
@@ -143,7 +147,7 @@ pub async fn lock(conn: &mut PgConnection, user: &UserId, provider: &ProviderNam
         Row,
         r#"SELECT id, user_id, provider, state, region, error, ever_connected, expiration_time,
                   earliest_data_time, latest_data_time, last_import_time, created_time,
-                  modified_time, revision
+                  modified_time, revision, data_set_id
            FROM data_sources WHERE user_id = $1 AND provider = $2 FOR UPDATE"#,
         user.as_str(),
         provider.as_str()
@@ -159,7 +163,7 @@ pub async fn lock_by_id(conn: &mut PgConnection, id: &DataSourceId) -> Result<Op
         Row,
         r#"SELECT id, user_id, provider, state, region, error, ever_connected, expiration_time,
                   earliest_data_time, latest_data_time, last_import_time, created_time,
-                  modified_time, revision
+                  modified_time, revision, data_set_id
            FROM data_sources WHERE id = $1 FOR UPDATE"#,
         id.as_str()
     )
@@ -189,7 +193,7 @@ pub async fn insert(
            VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $9)
            RETURNING id, user_id, provider, state, region, error, ever_connected, expiration_time,
                      earliest_data_time, latest_data_time, last_import_time, created_time,
-                     modified_time, revision"#,
+                     modified_time, revision, data_set_id"#,
         id.as_str(),
         user.as_str(),
         provider.as_str(),
@@ -222,7 +226,7 @@ pub async fn update_state(conn: &mut PgConnection, id: &DataSourceId, change: &S
            WHERE id = $1
            RETURNING id, user_id, provider, state, region, error, ever_connected, expiration_time,
                      earliest_data_time, latest_data_time, last_import_time, created_time,
-                     modified_time, revision"#,
+                     modified_time, revision, data_set_id"#,
         id.as_str(),
         change.state.as_str(),
         error,

@@ -8,6 +8,7 @@ pub mod crypto;
 pub mod data_sources;
 pub mod datums;
 mod db;
+pub mod delivery;
 mod error;
 pub mod lifecycle;
 pub mod link_tokens;
@@ -37,11 +38,24 @@ pub struct Store {
     pool: PgPool,
     keys: Arc<KeyRing>,
     gate: Option<Gate>,
+    /// A platform sink is configured: a poll that changed datums queues their delivery.
+    platform_sink: bool,
 }
 
 impl Store {
     pub fn new(pool: PgPool, keys: Arc<KeyRing>) -> Self {
-        Self { pool, keys, gate: None }
+        Self { pool, keys, gate: None, platform_sink: false }
+    }
+
+    /// With a platform sink (`sinks` includes `tidepool`): polls queue deliveries of what they
+    /// wrote.
+    pub fn with_platform_sink(mut self, on: bool) -> Self {
+        self.platform_sink = on;
+        self
+    }
+
+    pub fn platform_sink(&self) -> bool {
+        self.platform_sink
     }
 
     pub(crate) fn pool(&self) -> &PgPool {

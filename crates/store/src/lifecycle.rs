@@ -36,6 +36,23 @@ pub struct Erased {
     pub messages: u64,
 }
 
+/// Carry an erasure to the platform: the erased sources' data sets are deleted there first, and
+/// the deliveries still queued for the user give way to that (the delivery that follows sends
+/// whatever the user's other sources still hold).
+async fn carry_erasure(
+    conn: &mut sqlx::PgConnection,
+    user: &UserId,
+    data_sets: Vec<String>,
+    now: DateTime<Utc>,
+) -> Result<()> {
+    if data_sets.is_empty() {
+        return Ok(());
+    }
+    outbox::delete_platform_rows_for_user(conn, user).await?;
+    let message = Message::PlatformData(outbox::PlatformData { erase_data_sets: data_sets, ..Default::default() });
+    outbox::enqueue(conn, user, &message, now).await
+}
+
 impl Store {
     /// Erase a user's data (see [`EraseScope`]) in one transaction, audited. Partner-side
     /// revocation is the caller's, before this. With `Everything`, a clinic report is queued so
@@ -50,7 +67,9 @@ impl Store {
         let mut tx = self.begin().await?;
         // Lock the user's sources first: a concurrent connect or poll waits for us.
         let sources = data_sources::lock_all_for_user(&mut tx, user).await?;
-        let mut e = Erased { datums: datums::erase(&mut tx, user, None).await?, ..Erased::default() };
+        let erasure = datums::erase(&mut tx, user, None).await?;
+        let mut e = Erased { datums: erasure.datums, ..Erased::default() };
+        carry_erasure(&mut tx, user, erasure.data_sets, now).await?;
         if scope == EraseScope::Everything {
             e.provider_sessions = provider_sessions::delete_for_user(&mut tx, user).await?;
             poll_schedule::delete_for_user(&mut tx, user).await?;
@@ -102,7 +121,13 @@ impl Store {
         let Some(source) = data_sources::lock(&mut tx, user, provider).await? else {
             return Ok(None);
         };
-        let erased = if delete_data { Some(datums::erase(&mut tx, user, Some(&source.id)).await?) } else { None };
+        let erased = if delete_data {
+            let erasure = datums::erase(&mut tx, user, Some(&source.id)).await?;
+            carry_erasure(&mut tx, user, erasure.data_sets, now).await?;
+            Some(erasure.datums)
+        } else {
+            None
+        };
         let Transition::To(state) = transition(Some(source.state), source.ever_connected, Event::Disconnected) else {
             if let Some(n) = erased {
                 audit::record(

@@ -19,6 +19,23 @@ pub enum Message {
     ClinicReport,
     /// Tell a patient to connect or reconnect an account.
     Patient(PatientMessage),
+    /// Deliver the user's new datums (and deletions) to the platform data service. Like a
+    /// clinic report, the datums are read at delivery time, so bursts coalesce; the message
+    /// itself only carries what cannot be read then.
+    PlatformData(PlatformData),
+}
+
+/// What a platform delivery must do besides sending the user's undelivered datums.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase", default)]
+pub struct PlatformData {
+    /// Data sets to delete first (the user's data was erased here).
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub erase_data_sets: Vec<String>,
+    /// Send the source's datums again from this seq on (a delivery that outlived its lease may
+    /// have overwritten newer versions there): (data source id, seq).
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub resend_from: Vec<(String, i64)>,
 }
 
 impl Message {
@@ -26,6 +43,7 @@ impl Message {
         match self {
             Self::ClinicReport => Kind::ClinicReport,
             Self::Patient(_) => Kind::PatientMessage,
+            Self::PlatformData(_) => Kind::PlatformData,
         }
     }
 }
@@ -73,6 +91,7 @@ pub async fn enqueue(conn: &mut PgConnection, user: &UserId, message: &Message, 
     let payload = match message {
         Message::ClinicReport => serde_json::Value::Object(Default::default()),
         Message::Patient(m) => serde_json::to_value(m).map_err(|e| crate::StoreError::corrupt("outbox", e))?,
+        Message::PlatformData(m) => serde_json::to_value(m).map_err(|e| crate::StoreError::corrupt("outbox", e))?,
     };
     sqlx::query!(
         r#"INSERT INTO outbox (kind, user_id, payload, created_time, available_at)
@@ -92,11 +111,20 @@ pub async fn enqueue_clinic_report(conn: &mut PgConnection, user: &UserId, now: 
     enqueue(conn, user, &Message::ClinicReport, now).await
 }
 
+/// Queue a platform delivery of the user's undelivered datums, in the caller's transaction.
+/// (The delivery reads the datums when it runs, so the rows of many polls coalesce into one
+/// delivery; a row is still written every time, since one read by a delivery in flight may be
+/// settled before this write's datums were seen.)
+pub async fn enqueue_platform_delivery(conn: &mut PgConnection, user: &UserId, now: DateTime<Utc>) -> Result<()> {
+    enqueue(conn, user, &Message::PlatformData(PlatformData::default()), now).await
+}
+
 /// A delivery kind.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Kind {
     ClinicReport,
     PatientMessage,
+    PlatformData,
 }
 
 impl Kind {
@@ -104,6 +132,7 @@ impl Kind {
         match self {
             Self::ClinicReport => "clinic_report",
             Self::PatientMessage => "patient_message",
+            Self::PlatformData => "platform_data",
         }
     }
 }
@@ -179,6 +208,9 @@ fn read(kind: Kind, payload: serde_json::Value) -> std::result::Result<Message, 
         Kind::PatientMessage => serde_json::from_value(payload)
             .map(Message::Patient)
             .map_err(|e| format!("unreadable patient message: {e}")),
+        Kind::PlatformData => serde_json::from_value(payload)
+            .map(Message::PlatformData)
+            .map_err(|e| format!("unreadable platform delivery: {e}")),
     }
 }
 
@@ -291,4 +323,70 @@ pub async fn delete_messages_for_user(conn: &mut PgConnection, user: &UserId) ->
         .execute(conn)
         .await?;
     Ok(done.rows_affected())
+}
+
+/// Erasure: drop a user's undelivered platform deliveries (the data they would send is gone);
+/// the caller queues the data-set deletions in their place.
+pub async fn delete_platform_rows_for_user(conn: &mut PgConnection, user: &UserId) -> Result<u64> {
+    let done = sqlx::query!(
+        "DELETE FROM outbox WHERE user_id = $1 AND kind = 'platform_data' AND delivered_time IS NULL",
+        user.as_str()
+    )
+    .execute(conn)
+    .await?;
+    Ok(done.rows_affected())
+}
+
+/// Queue a platform delivery for every user with a source whose datums are not all delivered
+/// (or with deletions to carry) and no delivery pending: the sink was switched on, or a
+/// delivery was lost. Returns how many were queued. Reads only the sources with a backlog.
+pub async fn requeue_platform_backlog(conn: &mut PgConnection, now: DateTime<Utc>) -> Result<u64> {
+    let done = sqlx::query!(
+        r#"INSERT INTO outbox (kind, user_id, created_time, available_at)
+           SELECT 'platform_data', u.user_id, $1::timestamptz, $1::timestamptz
+           FROM (SELECT user_id FROM data_sources WHERE datum_seq > delivered_seq
+                 UNION SELECT user_id FROM platform_deletions) u
+           WHERE NOT EXISTS (SELECT 1 FROM outbox o WHERE o.user_id = u.user_id AND o.kind = 'platform_data'
+                               AND o.delivered_time IS NULL AND o.parked_time IS NULL)"#,
+        now
+    )
+    .execute(conn)
+    .await?;
+    Ok(done.rows_affected())
+}
+
+/// Delete delivered rows of a kind older than `before` (at most `limit`): platform deliveries
+/// write a row per changing poll, and a delivered one says nothing the data does not.
+pub async fn prune_delivered(conn: &mut PgConnection, kind: Kind, before: DateTime<Utc>, limit: i64) -> Result<u64> {
+    let done = sqlx::query!(
+        r#"DELETE FROM outbox WHERE id IN (
+               SELECT id FROM outbox WHERE kind = $1 AND delivered_time < $2 ORDER BY delivered_time LIMIT $3)"#,
+        kind.as_str(),
+        before,
+        limit
+    )
+    .execute(conn)
+    .await?;
+    Ok(done.rows_affected())
+}
+
+/// Extend a held (user, kind) lease (long deliveries renew it between requests). False when
+/// another deliverer has taken it.
+pub async fn renew_lease(
+    conn: &mut PgConnection,
+    user: &UserId,
+    kind: Kind,
+    owner: Uuid,
+    until: DateTime<Utc>,
+) -> Result<bool> {
+    let done = sqlx::query!(
+        "UPDATE outbox_leases SET lease_until = GREATEST(lease_until, $4) WHERE user_id = $1 AND kind = $2 AND lease_owner = $3",
+        user.as_str(),
+        kind.as_str(),
+        owner,
+        until
+    )
+    .execute(conn)
+    .await?;
+    Ok(done.rows_affected() == 1)
 }

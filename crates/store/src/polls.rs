@@ -1,6 +1,7 @@
 //! A poll's write as one intent: fence on the schedule's lease, write the datums and removals,
 //! move the cursor and the source's data times, and queue the clinic report when the latest data
-//! moved an hour or more — one transaction, so a poll that lost its lease writes nothing.
+//! moved an hour or more, and (with a platform sink) the delivery of what changed — one
+//! transaction, so a poll that lost its lease writes nothing.
 
 use chrono::{DateTime, Utc};
 use model::{DataSourceId, UserId};
@@ -57,6 +58,9 @@ impl Store {
         let (written, reported) = datums::write_batch(&mut tx, r.user, r.source, r.datums, r.removed, r.now).await?;
         if reported {
             outbox::enqueue_clinic_report(&mut tx, r.user, r.now).await?;
+        }
+        if self.platform_sink() && written.changed() {
+            outbox::enqueue_platform_delivery(&mut tx, r.user, r.now).await?;
         }
         tx.commit().await?;
         Ok(Recorded::Written { written, reported })

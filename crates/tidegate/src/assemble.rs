@@ -164,6 +164,47 @@ impl Settings {
             .map_err(|e| invalid("messages.smtp_url", e.to_string()))
     }
 
+    /// The platform sink, when `sinks.enabled` names `tidepool`.
+    pub fn platform_sink(&self) -> Result<Option<scheduler::outbox::platform_data::PlatformSink>, ConfigError> {
+        if !self.sinks.tidepool() {
+            return Ok(None);
+        }
+        let t = &self.sinks.tidepool;
+        let (Some(url), Some(secret)) = (&t.url, &t.server_secret) else {
+            return Err(invalid("sinks.tidepool", "url and server_secret are required"));
+        };
+        let registry = self.registry()?;
+        let devices = registry.iter().map(|p| (p.name.as_str().to_owned(), p.driver.devices())).collect();
+        Ok(Some(scheduler::outbox::platform_data::PlatformSink {
+            service: partners::platform::DataService::new(partners::platform::DataServiceSettings {
+                base_url: url.clone(),
+                server_name: t.server_name.clone(),
+                server_secret: secret.clone(),
+                timeout: Duration::from_secs(t.timeout_secs),
+            }),
+            devices,
+            batch: t.batch.min(partners::platform::MAX_BATCH),
+            concurrency: t.concurrency,
+        }))
+    }
+
+    /// The outbox deliverer: clinic reports, patient messages and, with the `tidepool` sink,
+    /// platform deliveries.
+    pub fn outbox_worker(
+        &self,
+        store: store::Store,
+        clock: model::SharedClock,
+    ) -> Result<scheduler::OutboxWorker, ConfigError> {
+        Ok(scheduler::OutboxWorker::new(
+            store,
+            clock,
+            self.clinic_directory(),
+            self.mailer()?,
+            self.platform_sink()?,
+            self.outbox_settings(),
+        ))
+    }
+
     pub fn clinic_directory(&self) -> Option<partners::clinic::ClinicDirectory> {
         match (&self.clinic.url, &self.clinic.server_token) {
             (Some(url), Some(token)) => Some(partners::clinic::ClinicDirectory::new(

@@ -19,8 +19,14 @@ const DEFAULT_TOML: &str = include_str!("../../../config/default.toml");
 
 /// Paths of the settings outside `partners` that are secrets (dotted, as in the files). Every
 /// partner's `client_secret` is one too ([`is_secret`]).
-pub const SECRET_KEYS: [&str; 5] =
-    ["token_keys", "messages.smtp_url", "auth.jwt_secret", "clinic.server_token", "database.url"];
+pub const SECRET_KEYS: [&str; 6] = [
+    "token_keys",
+    "messages.smtp_url",
+    "auth.jwt_secret",
+    "clinic.server_token",
+    "database.url",
+    "sinks.tidepool.server_secret",
+];
 
 /// The secret of each partner.
 const PARTNER_SECRET: &str = "client_secret";
@@ -77,6 +83,7 @@ pub struct Settings {
     #[serde(default)]
     pub messages: MessagesConfig,
     pub outbox: OutboxConfig,
+    pub sinks: SinksConfig,
     pub poll: PollConfig,
     pub worker: WorkerConfig,
     pub log: LogConfig,
@@ -193,6 +200,44 @@ pub struct OutboxConfig {
     pub base_backoff_secs: i64,
     pub max_backoff_secs: i64,
     pub idle_ms: u64,
+}
+
+/// Where mapped datums go (`sinks.enabled`): `local` — tidegate's own `datums` table, the
+/// archive (the default); `tidepool` — the platform data service, with the local table kept as
+/// a buffer of `retention_days` (it is what the sink delivers from, so it is always written).
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SinksConfig {
+    /// A list in files; a comma-separated string in the environment (`local,tidepool`).
+    #[serde(deserialize_with = "list_or_comma_separated")]
+    pub enabled: Vec<String>,
+    /// With `tidepool`: delivered datums older than this (by their time) are pruned locally.
+    pub retention_days: i64,
+    pub tidepool: TidepoolSinkConfig,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TidepoolSinkConfig {
+    /// The platform's base URL (server login and data service), e.g. `https://api.tidepool.org`.
+    #[serde(default)]
+    pub url: Option<String>,
+    /// `X-Tidepool-Server-Name` of the server login.
+    pub server_name: String,
+    /// `X-Tidepool-Server-Secret`: from `TIDEGATE_SINKS__TIDEPOOL__SERVER_SECRET`.
+    #[serde(default)]
+    pub server_secret: Option<SecretString>,
+    pub timeout_secs: u64,
+    /// Datums per upload (the platform takes at most 2,000).
+    pub batch: usize,
+    /// Users delivered at once per process.
+    pub concurrency: usize,
+}
+
+impl SinksConfig {
+    pub fn tidepool(&self) -> bool {
+        self.enabled.iter().any(|s| s == "tidepool")
+    }
 }
 
 /// The poll worker (claiming, leases, concurrency; DESIGN §5).
@@ -375,6 +420,7 @@ impl Settings {
             }
         }
         check_url("public_url", &self.public_url)?;
+        self.validate_sinks()?;
         if self.messages.smtp_url.is_some() && self.messages.from.is_none() {
             return Err(invalid("messages.from", "missing: messages.smtp_url is set"));
         }
@@ -498,8 +544,50 @@ impl Settings {
         Ok(())
     }
 
+    fn validate_sinks(&self) -> Result<(), ConfigError> {
+        let s = &self.sinks;
+        if s.enabled.is_empty() {
+            return Err(invalid("sinks.enabled", "name at least one sink: local, tidepool"));
+        }
+        if let Some(other) = s.enabled.iter().find(|e| !["local", "tidepool"].contains(&e.as_str())) {
+            return Err(invalid("sinks.enabled", format!("{other:?} is not a sink (local, tidepool)")));
+        }
+        if !(1..=3650).contains(&s.retention_days) {
+            return Err(invalid("sinks.retention_days", "must be 1–3650"));
+        }
+        if s.tidepool() {
+            let t = &s.tidepool;
+            let url =
+                t.url.as_ref().ok_or_else(|| invalid("sinks.tidepool.url", "missing: sinks.enabled names tidepool"))?;
+            check_url("sinks.tidepool.url", url)?;
+            if t.server_secret.is_none() {
+                return Err(invalid(
+                    "sinks.tidepool.server_secret",
+                    "missing: set TIDEGATE_SINKS__TIDEPOOL__SERVER_SECRET (sinks.enabled names tidepool)",
+                ));
+            }
+            if t.server_name.trim().is_empty() {
+                return Err(invalid("sinks.tidepool.server_name", "must not be empty"));
+            }
+            if !(1..=2000).contains(&t.batch) {
+                return Err(invalid("sinks.tidepool.batch", "must be 1–2000 (the platform's batch size)"));
+            }
+            if !(1..=64).contains(&t.concurrency) || t.timeout_secs == 0 {
+                return Err(invalid("sinks.tidepool", "concurrency 1–64, timeout_secs ≥ 1"));
+            }
+            if t.timeout_secs as i64 * 2 >= self.outbox.lease_secs {
+                return Err(invalid(
+                    "sinks.tidepool.timeout_secs",
+                    "must be under half of outbox.lease_secs (a request must end well inside its lease)",
+                ));
+            }
+        }
+        Ok(())
+    }
+
     fn secret(&self, key: &str) -> Option<&SecretString> {
         match key {
+            "sinks.tidepool.server_secret" => self.sinks.tidepool.server_secret.as_ref(),
             "token_keys" => self.token_keys.as_ref(),
             "auth.jwt_secret" => self.auth.jwt_secret.as_ref(),
             "clinic.server_token" => self.clinic.server_token.as_ref(),

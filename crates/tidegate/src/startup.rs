@@ -36,7 +36,7 @@ impl std::fmt::Debug for Application {
 pub fn store(settings: &Settings) -> anyhow::Result<Store> {
     let keys = settings.key_ring()?;
     let pool = store::connect_lazy(settings.connect_options()?, &settings.db_settings());
-    Ok(Store::new(pool, Arc::new(keys)))
+    Ok(Store::new(pool, Arc::new(keys)).with_platform_sink(settings.sinks.tidepool()))
 }
 
 /// Apply migrations, retrying while the database is unreachable (replicas starting together
@@ -103,7 +103,6 @@ impl Application {
             allow_insecure_http: settings.allow_insecure_http(),
         };
         let clinic = settings.clinic_directory();
-        let mailer = settings.mailer()?;
         let state = AppState {
             store: store.clone(),
             clock,
@@ -132,13 +131,7 @@ impl Application {
                 tokio::time::sleep(Duration::from_secs(5)).await;
             }
         })));
-        let outbox = scheduler::OutboxWorker::new(
-            store.clone(),
-            state.clock.clone(),
-            state.clinic.clone(),
-            mailer,
-            settings.outbox_settings(),
-        );
+        let outbox = settings.outbox_worker(store.clone(), state.clock.clone())?;
         let poller = settings.poll_worker(store.clone(), state.clock.clone())?;
         Ok(Self { public, ops, state, settings, outbox: Some(outbox), poller: Some(poller), _tasks: tasks })
     }
@@ -242,13 +235,7 @@ pub async fn run_worker(settings: Settings, shutdown: impl Future<Output = ()> +
     let (clock, _clock_task) = crate::clock::build(&settings.clock).await?;
     migrate_with_retry(&store).await?;
     let poller = settings.poll_worker(store.clone(), clock.clone())?;
-    let worker = scheduler::OutboxWorker::new(
-        store,
-        clock,
-        settings.clinic_directory(),
-        settings.mailer()?,
-        settings.outbox_settings(),
-    );
+    let worker = settings.outbox_worker(store, clock)?;
     let (tx, rx) = tokio::sync::watch::channel(false);
     let task = tokio::spawn(worker.run(rx.clone()));
     let polls = tokio::spawn(poller.run(rx));

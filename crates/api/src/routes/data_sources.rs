@@ -44,6 +44,9 @@ pub struct DataSourceView {
     /// the source: the rest of the batch was stored).
     #[serde(skip_serializing_if = "Option::is_none")]
     last_import_skipped: Option<serde_json::Value>,
+    /// The platform data set holding this source's data (`tidepool` sink), once created.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    data_set_ids: Vec<String>,
     #[serde(serialize_with = "model::time::serialize")]
     created_time: DateTime<Utc>,
     #[serde(serialize_with = "model::time::serialize")]
@@ -73,6 +76,7 @@ impl From<DataSource> for DataSourceView {
             last_import_time: s.last_import_time,
             expiration_time: s.expiration_time,
             last_import_skipped: None,
+            data_set_ids: s.data_set_id.into_iter().collect(),
             created_time: s.created_time,
             modified_time: s.modified_time,
             revision: s.revision,

@@ -23,6 +23,11 @@ struct PollCursor {
 }
 
 impl PartnerDriver for Carelink {
+    /// A MiniMed pump with its Guardian CGM (sensor glucose, boluses, basal, meter readings).
+    fn devices(&self) -> crate::driver::Devices {
+        crate::driver::Devices { manufacturers: &["Medtronic"], tags: &["insulin-pump", "cgm", "bgm"] }
+    }
+
     fn identify<'a>(&'a self, call: Call<'a>, _user: &'a UserId) -> BoxFuture<'a, Result<Identity, PartnerError>> {
         Box::pin(async move {
             let web = call.region.web_base_url.as_deref().unwrap_or_default();

@@ -17,6 +17,11 @@ const ENDPOINTS: [(&str, &str); 5] =
     [("egv", "egvs"), ("event", "events"), ("calibration", "calibrations"), ("alert", "alerts"), ("device", "devices")];
 
 impl PartnerDriver for Dexcom {
+    /// A CGM (the receiver app also records meter readings as calibrations and events).
+    fn devices(&self) -> crate::driver::Devices {
+        crate::driver::Devices { manufacturers: &["Dexcom"], tags: &["cgm"] }
+    }
+
     /// `dataRange` counts against Dexcom's hourly budget like every data call.
     fn identity_calls(&self) -> u32 {
         1

@@ -1,6 +1,8 @@
 //! The outbox deliverer, from any number of replicas: every queue ([`Kind`]) goes to one
 //! [`Destination`] — clinic reports to the clinic service ([`clinic_report`]), patient messages by
-//! e-mail ([`patient_message`]). A new sink is one more module implementing the trait.
+//! e-mail ([`patient_message`]), datums to the platform data service ([`platform_data`]). A new
+//! sink is one more module implementing the trait. Each destination has its own delivery loop,
+//! so a slow or dead one never holds up the others.
 //!
 //! One delivery per (user, kind) at a time, across replicas, through a lease row; outcomes are
 //! fenced by the lease. A destination decides per row what happened (delivered, retry at, parked);
@@ -10,6 +12,7 @@ use std::future::Future;
 use std::pin::Pin;
 use std::time::Duration;
 
+use futures_util::future::join_all;
 use model::{SharedClock, UserId};
 use partners::clinic::ClinicDirectory;
 use rand::Rng;
@@ -21,6 +24,7 @@ use crate::mail::Mailer;
 
 pub mod clinic_report;
 pub mod patient_message;
+pub mod platform_data;
 
 pub use clinic_report::report_body;
 
@@ -46,7 +50,20 @@ pub trait Destination: Send + Sync + std::fmt::Debug {
     fn resend_after_lost_lease(&self) -> Option<Message> {
         None
     }
+
+    /// Periodic upkeep beside deliveries (e.g. queueing a backlog, pruning delivered rows).
+    fn maintain(&self) -> BoxFuture<'_, store::Result<()>> {
+        Box::pin(async { Ok(()) })
+    }
+
+    /// How many users' deliveries may run at once in one process.
+    fn concurrency(&self) -> usize {
+        1
+    }
 }
+
+/// How often each destination's [`Destination::maintain`] runs.
+const MAINTENANCE_EVERY: Duration = Duration::from_secs(60);
 
 /// Jittered exponential backoff between attempts.
 #[derive(Debug, Clone)]
@@ -111,10 +128,22 @@ impl OutboxWorker {
         clock: SharedClock,
         clinic: Option<ClinicDirectory>,
         mailer: Option<Mailer>,
+        platform: Option<platform_data::PlatformSink>,
         settings: OutboxSettings,
     ) -> Self {
         let backoff = Backoff { clock: clock.clone(), base: settings.base_backoff, max: settings.max_backoff };
+        let owner = Uuid::new_v4();
         let mut destinations: Vec<Box<dyn Destination>> = Vec::new();
+        if let Some(sink) = platform {
+            destinations.push(Box::new(platform_data::PlatformDeliveries::new(
+                store.clone(),
+                sink,
+                clock.clone(),
+                backoff.clone(),
+                owner,
+                settings.lease,
+            )));
+        }
         if let Some(clinic) = &clinic {
             destinations.push(Box::new(clinic_report::ClinicReports::new(
                 store.clone(),
@@ -130,28 +159,48 @@ impl OutboxWorker {
             settings.partner_names.clone(),
             backoff,
         )));
-        Self { store, clock, destinations: std::sync::Arc::new(destinations), settings, owner: Uuid::new_v4() }
+        Self { store, clock, destinations: std::sync::Arc::new(destinations), settings, owner }
     }
 
     pub fn owner(&self) -> Uuid {
         self.owner
     }
 
-    /// Deliver until `stop` turns true.
-    pub async fn run(self, mut stop: tokio::sync::watch::Receiver<bool>) {
+    /// Deliver until `stop` turns true: one loop per destination, so a slow or dead destination
+    /// never holds up another.
+    pub async fn run(self, stop: tokio::sync::watch::Receiver<bool>) {
         tracing::info!(owner = %self.owner, "outbox deliverer started");
+        let mut loops = tokio::task::JoinSet::new();
+        for i in 0..self.destinations.len() {
+            loops.spawn(self.clone().run_destination(i, stop.clone()));
+        }
+        loops.join_all().await;
+        tracing::info!("outbox deliverer stopped");
+    }
+
+    async fn run_destination(self, index: usize, mut stop: tokio::sync::watch::Receiver<bool>) {
+        let destination = &self.destinations[index];
+        let mut maintained: Option<std::time::Instant> = None;
         loop {
             if *stop.borrow() {
                 break;
             }
-            let worked = match self.deliver_due().await {
+            if maintained.is_none_or(|t| t.elapsed() >= MAINTENANCE_EVERY) {
+                if let Err(e) = destination.maintain().await {
+                    tracing::warn!(error = %e, kind = destination.kind().as_str(), "outbox upkeep failed; retrying later");
+                }
+                maintained = Some(std::time::Instant::now());
+            }
+            let worked = match self.deliver_due_to(destination.as_ref()).await {
                 Ok(n) => n,
                 Err(e) => {
-                    tracing::warn!(error = %e, "outbox pass failed; retrying");
+                    tracing::warn!(error = %e, kind = destination.kind().as_str(), "outbox pass failed; retrying");
                     0
                 }
             };
-            self.export_stats().await;
+            if index == 0 {
+                self.export_stats().await;
+            }
             if worked == 0 {
                 tokio::select! {
                     _ = tokio::time::sleep(self.settings.idle) => {}
@@ -159,7 +208,6 @@ impl OutboxWorker {
                 }
             }
         }
-        tracing::info!("outbox deliverer stopped");
     }
 
     async fn export_stats(&self) {
@@ -174,17 +222,29 @@ impl OutboxWorker {
         }
     }
 
-    /// One pass over due users of both kinds. Returns the deliveries attempted.
+    /// One pass over due users of every kind (and each destination's upkeep). Returns the
+    /// deliveries attempted.
     pub async fn deliver_due(&self) -> store::Result<usize> {
         let mut n = 0;
         for destination in self.destinations.iter() {
-            let kind = destination.kind();
-            let users = {
-                let mut conn = self.store.acquire().await?;
-                outbox::due_users(&mut conn, kind, self.clock.now(), self.settings.batch).await?
-            };
-            for user in users {
-                if self.deliver_user(&user, destination.as_ref()).await? {
+            destination.maintain().await?;
+            n += self.deliver_due_to(destination.as_ref()).await?;
+        }
+        Ok(n)
+    }
+
+    /// One pass over a destination's due users, up to its concurrency at a time.
+    async fn deliver_due_to(&self, destination: &dyn Destination) -> store::Result<usize> {
+        let kind = destination.kind();
+        let users = {
+            let mut conn = self.store.acquire().await?;
+            outbox::due_users(&mut conn, kind, self.clock.now(), self.settings.batch).await?
+        };
+        let mut n = 0;
+        for chunk in users.chunks(destination.concurrency().max(1)) {
+            let done = join_all(chunk.iter().map(|user| self.deliver_user(user, destination))).await;
+            for d in done {
+                if d? {
                     n += 1;
                 }
             }

@@ -102,7 +102,7 @@ impl Ctx<'_> {
                 name: ORIGIN_NAME.into(),
                 kind: "service",
                 version: "v13".into(),
-                time,
+                time: None,
             },
             payload: Some(raw),
             annotations: Vec::new(),
