@@ -75,6 +75,7 @@ async fn the_demos_printed_steps_work_in_a_browser() {
     };
     let dashboard = address("/admin/users/");
     let clinic_told = address("/admin/clinic/requests");
+    let platform_holds = address("/admin/platform");
 
     // Step 1, in a browser on a phone: the printed link, "United States", sign in, Authorize.
     let chrome = Chrome::start().await;
@@ -131,6 +132,19 @@ async fn the_demos_printed_steps_work_in_a_browser() {
             break;
         }
         assert!(Instant::now() < deadline, "the clinic never heard: {v}");
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    }
+    // … and the platform's data service holds the readings, in one data set for the source.
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        chrome.goto(&platform_holds).await;
+        let v: Value = serde_json::from_str(&chrome.body_text().await).expect("the stand-in shows JSON");
+        let sets: Vec<&Value> = v["dataSets"].as_object().unwrap().values().collect();
+        if sets.len() == 1 && sets[0]["data"].as_object().is_some_and(|d| d.len() as u64 >= readings) {
+            assert_eq!(sets[0]["userId"], tidegate::demo::PATIENT);
+            break;
+        }
+        assert!(Instant::now() < deadline, "the platform never got the readings: {} sets", sets.len());
         tokio::time::sleep(Duration::from_millis(500)).await;
     }
     chrome.quit().await;

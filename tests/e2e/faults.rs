@@ -22,6 +22,7 @@ use rand::{Rng, SeedableRng};
 use sandbox::carelink::{APP_REDIRECT_URI, SCOPE};
 use sandbox::clinic::ClinicFaults;
 use sandbox::faults::{Faults, Maintenance, MaintenanceMode, RateLimitBurst};
+use sandbox::platform::PlatformFaults;
 use serde_json::Value;
 use tidegate_e2e::{Restart, World};
 
@@ -249,7 +250,7 @@ async fn settle(
     w: &World,
     at: DateTime<Utc>,
     dead: &[uuid::Uuid],
-    reports: bool,
+    (reports, platform): (bool, bool),
     strict: bool,
     within: StdDuration,
 ) -> i64 {
@@ -261,13 +262,17 @@ async fn settle(
         // one written after `at` and still being delivered when the clock jumps would be
         // delivered twice, the lease expired under its first deliverer.
         let now = w.sandbox.sim.clock.now().max(at);
-        let (polls, outbox): (i64, i64) = sqlx::query_as(
-            "SELECT (SELECT count(*) FROM poll_schedule WHERE NOT paused
+        let (polls, report_rows, delivery_rows, backlog): (i64, i64, i64, i64) = sqlx::query_as(
+            "WITH due AS (SELECT o.kind FROM outbox o
+                          WHERE o.delivered_time IS NULL AND o.parked_time IS NULL AND o.available_at <= $3
+                            AND NOT EXISTS (SELECT 1 FROM outbox_leases l WHERE l.user_id = o.user_id
+                                              AND l.kind = o.kind AND l.lease_owner = ANY($2) AND l.lease_until > $3))
+             SELECT (SELECT count(*) FROM poll_schedule WHERE NOT paused
                        AND (next_run_at <= $1 OR (lease_owner IS NOT NULL AND lease_owner <> ALL($2)))),
-                    (SELECT count(*) FROM outbox o WHERE o.kind = 'clinic_report'
-                       AND o.delivered_time IS NULL AND o.parked_time IS NULL AND o.available_at <= $3
-                       AND NOT EXISTS (SELECT 1 FROM outbox_leases l WHERE l.user_id = o.user_id
-                                         AND l.kind = o.kind AND l.lease_owner = ANY($2) AND l.lease_until > $3))",
+                    (SELECT count(*) FROM due WHERE kind = 'clinic_report'),
+                    (SELECT count(*) FROM due WHERE kind = 'platform_data'),
+                    (SELECT count(*) FROM data_sources WHERE datum_seq > delivered_seq)
+                      + (SELECT count(*) FROM platform_deletions)",
         )
         .bind(at)
         .bind(dead)
@@ -275,7 +280,10 @@ async fn settle(
         .fetch_one(&w.app.sql)
         .await
         .unwrap();
-        let outbox = if reports { outbox } else { 0 };
+        // At the end (strict) every datum must have reached the platform, not only every
+        // queued delivery have run.
+        let outbox = if reports { report_rows } else { 0 }
+            + if platform { delivery_rows + if strict { backlog } else { 0 } } else { 0 };
         if polls == 0 && outbox == 0 {
             return 0;
         }
@@ -306,10 +314,10 @@ async fn settle(
             .await
             .unwrap();
             let reports: Vec<String> = sqlx::query_scalar(
-                "SELECT format('%s report %s due %s (attempt %s), lease %s until %s', o.user_id, o.id, o.available_at,
-                               o.attempts, l.lease_owner, l.lease_until)
+                "SELECT format('%s %s %s due %s (attempt %s, %s), lease %s until %s', o.user_id, o.kind, o.id,
+                               o.available_at, o.attempts, o.last_error, l.lease_owner, l.lease_until)
                  FROM outbox o LEFT JOIN outbox_leases l ON l.user_id = o.user_id AND l.kind = o.kind
-                 WHERE o.kind = 'clinic_report' AND o.delivered_time IS NULL AND o.parked_time IS NULL
+                 WHERE o.delivered_time IS NULL AND o.parked_time IS NULL
                    AND o.available_at <= $1",
             )
             .bind(at)
@@ -329,6 +337,53 @@ async fn settle(
             );
         }
         tokio::time::sleep(StdDuration::from_millis(10)).await;
+    }
+}
+
+/// Local datums, the latest data time over every source, and datums the platform holds.
+async fn delivery_figures(w: &World) -> (i64, Option<DateTime<Utc>>, usize) {
+    let (datums, latest): (i64, Option<DateTime<Utc>>) =
+        sqlx::query_as("SELECT (SELECT count(*) FROM datums), (SELECT max(latest_data_time) FROM data_sources)")
+            .fetch_one(&w.app.sql)
+            .await
+            .unwrap();
+    (datums, latest, w.sandbox.sim.platform.data_sets().values().map(|s| s.data.len()).sum())
+}
+
+/// The platform holds exactly the source's local datums (same origin ids, same bodies) in one
+/// data set, the one the source names.
+fn check_platform_copy(
+    source: &store::data_sources::DataSource,
+    stored: &[store::datums::StoredDatum],
+    sets: &BTreeMap<String, sandbox::platform::HeldDataSet>,
+    login: &str,
+) {
+    let client = partners::platform::client_name(source.provider.as_str());
+    let mine: Vec<(&String, &sandbox::platform::HeldDataSet)> = sets
+        .iter()
+        .filter(|(_, s)| s.user_id == source.user_id.as_str() && s.set["client"]["name"] == client.as_str())
+        .collect();
+    if stored.is_empty() && mine.is_empty() {
+        return;
+    }
+    assert_eq!(mine.len(), 1, "{login}: one data set per source, found {}", mine.len());
+    let (set_id, held) = mine[0];
+    assert_eq!(source.data_set_id.as_deref(), Some(set_id.as_str()), "{login}: dataSetIds names the set");
+    let local: BTreeMap<&str, &Value> =
+        stored.iter().map(|d| (d.body["origin"]["id"].as_str().expect("origin.id"), &d.body)).collect();
+    assert_eq!(local.len(), stored.len(), "{login}: origin ids unique in the source");
+    let missing: Vec<&&str> = local.keys().filter(|k| !held.data.contains_key(**k)).collect();
+    let extra: Vec<&String> = held.data.keys().filter(|k| !local.contains_key(k.as_str())).collect();
+    assert!(
+        missing.is_empty() && extra.is_empty(),
+        "{login}: the platform misses {} (e.g. {:?}) and has {} we do not (e.g. {:?})",
+        missing.len(),
+        missing.first(),
+        extra.len(),
+        extra.first()
+    );
+    for (k, v) in &local {
+        assert_eq!(&&held.data[*k], v, "{login}: datum {k} differs at the platform");
     }
 }
 
@@ -417,6 +472,11 @@ async fn the_fault_matrix_over_simulated_days_equals_the_ground_truth() {
             ("TIDEGATE_OUTBOX__IDLE_MS".into(), "20".into()),
             ("TIDEGATE_OUTBOX__LEASE_SECS".into(), "60".into()),
             ("TIDEGATE_CLINIC__TIMEOUT_SECS".into(), "2".into()),
+            // Every datum goes to the data-service stand-in too (and stays locally: the
+            // comparison below needs the whole history, so no retention pruning runs here).
+            ("TIDEGATE_SINKS__ENABLED".into(), "local,tidepool".into()),
+            ("TIDEGATE_SINKS__RETENTION_DAYS".into(), "3650".into()),
+            ("TIDEGATE_SINKS__TIDEPOOL__TIMEOUT_SECS".into(), "2".into()),
             (
                 "TIDEGATE_LOG__FILTER".into(),
                 "warn,tidegate=info,tidegate_scheduler=info,tidegate_scheduler::outbox=debug".into(),
@@ -446,6 +506,11 @@ async fn the_fault_matrix_over_simulated_days_equals_the_ground_truth() {
     let faulty_end = start + Duration::days(days);
     let end = faulty_end + Duration::hours(6);
     let clinic_down = (Duration::hours(20), Duration::hours(26));
+    // The platform data service: down for six hours, 5xx and 429 through the first day, answers
+    // held past our timeout after the write for an hour, its sessions expired twice.
+    let platform_down = (Duration::hours(8), Duration::hours(14));
+    let mut outage: Option<(i64, Option<DateTime<Utc>>, usize)> = None;
+    let mut outage_checked = false;
     let db_down = (Duration::hours(36), Duration::hours(37));
     // The database server itself restarted while polls run: cleanly, then as after a crash.
     let restarts = [(Duration::hours(30), Restart::Fast), (Duration::hours(42), Restart::Immediate)];
@@ -493,6 +558,25 @@ async fn the_fault_matrix_over_simulated_days_equals_the_ground_truth() {
                 }
             }
         }
+        let platform_is_down = elapsed > platform_down.0 && elapsed <= platform_down.1;
+        w.sandbox.sim.platform.set_faults(PlatformFaults {
+            down: platform_is_down,
+            error_rate: if hour < 24 { 0.1 } else { 0.0 },
+            rate_limit_rate: if hour < 24 { 0.05 } else { 0.0 },
+            retry_after_secs: 120,
+            // A fifth of the answers held past our timeout, after the write, for an hour.
+            ack_delay_ms: if hour == 16 { 3_000 } else { 0 },
+            ack_delay_rate: 0.2,
+            ..PlatformFaults::default()
+        });
+        if elapsed == Duration::hours(20) || elapsed == Duration::hours(40) {
+            w.sandbox.sim.platform.expire_sessions();
+        }
+        // An hour into the outage (requests admitted just before it began have landed by then),
+        // the platform's holdings are noted: they must not grow until it is back.
+        if platform_is_down && outage.is_none() && elapsed >= platform_down.0 + Duration::hours(1) {
+            outage = Some(delivery_figures(&w).await);
+        }
         let clinic_is_down = elapsed > clinic_down.0 && elapsed <= clinic_down.1;
         w.sandbox.sim.clinic.set_faults(ClinicFaults { down: clinic_is_down, ..ClinicFaults::default() });
         let db_is_down = elapsed > db_down.0 && elapsed <= db_down.1;
@@ -528,7 +612,18 @@ async fn the_fault_matrix_over_simulated_days_equals_the_ground_truth() {
             tokio::time::sleep(StdDuration::from_millis(300)).await;
         } else {
             // While the clinic is down its reports wait in the outbox.
-            stalled += settle(&w, at, &dead, !clinic_is_down, false, StdDuration::from_secs(120)).await;
+            stalled +=
+                settle(&w, at, &dead, (!clinic_is_down, !platform_is_down), false, StdDuration::from_secs(120)).await;
+        }
+        // The outage's last step, settled and still down: polling went on, nothing reached the
+        // platform meanwhile.
+        if elapsed == platform_down.1
+            && let Some((datums, latest, held)) = outage
+        {
+            outage_checked = true;
+            let (now_datums, now_latest, now_held) = delivery_figures(&w).await;
+            assert!(now_datums > datums && now_latest > latest, "polling stopped during the platform outage");
+            assert_eq!(now_held, held, "the platform took data while down");
         }
         for p in &mut workers {
             assert!(p.child.try_wait().unwrap().is_none(), "a worker exited:\n{}", p.log());
@@ -545,7 +640,7 @@ async fn the_fault_matrix_over_simulated_days_equals_the_ground_truth() {
         .execute(&w.app.sql)
         .await
         .unwrap();
-    settle(&w, at, &dead, true, true, StdDuration::from_secs(180)).await;
+    settle(&w, at, &dead, (true, true), true, StdDuration::from_secs(180)).await;
     // A source whose last poll failed transiently (a fault's tail, our own pool contention) was
     // rescheduled with backoff and is not due now: poll it again, from where it stood, so the
     // comparison measures what the run lost, not when its retry happened to be due. A source
@@ -568,7 +663,7 @@ async fn the_fault_matrix_over_simulated_days_equals_the_ground_truth() {
             break;
         }
         repolled.push(retry.len());
-        settle(&w, at, &dead, true, true, StdDuration::from_secs(180)).await;
+        settle(&w, at, &dead, (true, true), true, StdDuration::from_secs(180)).await;
     }
     let wall = began.elapsed();
     for p in &mut workers {
@@ -581,6 +676,8 @@ async fn the_fault_matrix_over_simulated_days_equals_the_ground_truth() {
     let mut datums = 0usize;
     let mut rows: BTreeMap<Group, (usize, usize)> = BTreeMap::new();
     let last_accepted = w.sandbox.sim.clinic.last_accepted();
+    let platform_sets = w.sandbox.sim.platform.data_sets();
+    let mut delivered = 0usize;
     for (i, id) in ids.iter().enumerate() {
         let g = groups[i];
         let user = user_id(i);
@@ -635,15 +732,11 @@ async fn the_fault_matrix_over_simulated_days_equals_the_ground_truth() {
         } else {
             (BTreeMap::new(), start - Duration::days(2))
         };
-        let got: BTreeMap<String, Value> = w
-            .app
-            .store
-            .datums_of_source(id)
-            .await
-            .unwrap()
-            .into_iter()
-            .map(|d| (d.id, tidegate_e2e::as_mapped(d.body)))
-            .collect();
+        let stored = w.app.store.datums_of_source(id).await.unwrap();
+        check_platform_copy(&source, &stored, &platform_sets, &pop.login(i));
+        delivered += stored.len();
+        let got: BTreeMap<String, Value> =
+            stored.into_iter().map(|d| (d.id, tidegate_e2e::as_mapped(d.body))).collect();
         let missing: Vec<&String> = expected.keys().filter(|k| !got.contains_key(*k)).collect();
         // Device settings and pump status come from another endpoint or describe the moment of
         // a poll: not the truth's records.
@@ -730,6 +823,20 @@ async fn the_fault_matrix_over_simulated_days_equals_the_ground_truth() {
         clinic_down.1.num_hours(),
         secrets.len(),
         old_logs.len(),
+    );
+    let pc = w.sandbox.sim.platform.counts();
+    assert!(outage_checked, "the platform outage was observed");
+    eprintln!(
+        "  platform: down {}–{} h, {} data sets for {} sources, {delivered} datums equal to the local store; {} uploads, {} logins, {} faults injected, {} deletions carried, {} datums replaced by a newer version",
+        platform_down.0.num_hours(),
+        platform_down.1.num_hours(),
+        platform_sets.len(),
+        ids.len(),
+        pc.uploads,
+        pc.logins,
+        pc.faults_injected,
+        pc.datums_deleted,
+        pc.replaced,
     );
     let groups_seen: BTreeSet<Group> = groups.iter().copied().collect();
     for g in groups_seen {

@@ -174,12 +174,16 @@ async fn platform_delivery_holds_the_local_store_through_faults_rejections_and_e
         retry_after_secs: 60,
         ..PlatformFaults::default()
     });
-    for _ in 0..2 {
+    // (Hours until the faults were met: the odds are per request.)
+    for round in 0.. {
         now += Duration::hours(1);
         set_time(&w, now);
         poll_both().await;
         drain(&w, &worker).await;
         now = w.app.clock.now();
+        if round >= 1 && platform.counts().faults_injected > 0 || round == 8 {
+            break;
+        }
     }
     assert!(platform.counts().faults_injected > 0);
     platform.set_faults(PlatformFaults::default());
@@ -195,6 +199,33 @@ async fn platform_delivery_holds_the_local_store_through_faults_rejections_and_e
     drain(&w, &worker).await;
     assert_eq!(platform.counts().logins, logins + 1);
     assert_equal(&w, ALICE, &alice).await;
+
+    // A record deleted at the partner before its delivery (the source's latest write): gone
+    // here, never sent, and the delivery mark steps over it. Then one deleted after delivery:
+    // deleted there too.
+    now = w.app.clock.now() + Duration::hours(1);
+    set_time(&w, now);
+    poll_both().await;
+    for when in ["before delivery", "after delivery"] {
+        let (id, origin): (String, String) = sqlx::query_as(
+            "SELECT id, body->'origin'->>'id' FROM datums WHERE data_source_id = $1 ORDER BY seq DESC LIMIT 1",
+        )
+        .bind(alice.as_str())
+        .fetch_one(&w.app.sql)
+        .await
+        .unwrap();
+        let mut tx = w.app.store.begin().await.unwrap();
+        let user = UserId::parse(ALICE).unwrap();
+        let written = store::datums::write_batch(&mut tx, &user, &alice, &[], &[id], now).await.unwrap();
+        tx.commit().await.unwrap();
+        assert_eq!(written.0.deleted, 1);
+        store::outbox::enqueue_platform_delivery(&mut w.app.store.acquire().await.unwrap(), &user, now).await.unwrap();
+        drain(&w, &worker).await;
+        assert_equal(&w, ALICE, &alice).await;
+        let held = platform_set(&w, ALICE, &alice).await;
+        assert!(!held.data.contains_key(&origin), "{when}: the deleted datum is not at the platform");
+    }
+    assert!(platform.counts().datums_deleted >= 1);
 
     // The platform refuses readings (naming them, then without naming them: bisected): those
     // are recorded as rejected with the reason, the rest is delivered, nothing retries forever.
@@ -249,4 +280,84 @@ async fn platform_delivery_holds_the_local_store_through_faults_rejections_and_e
     drain(&w, &worker).await;
     assert!(assert_equal(&w, BOB, &bob).await > 0);
     assert_equal(&w, ALICE, &alice).await;
+}
+
+/// Every local datum of a source: (id, seq, in the default partition).
+async fn rows_of(w: &World, id: &DataSourceId) -> Vec<(String, i64, bool)> {
+    sqlx::query_as(
+        "SELECT id, seq, tableoid = 'datums_default'::regclass FROM datums WHERE data_source_id = $1 ORDER BY seq",
+    )
+    .bind(id.as_str())
+    .fetch_all(&w.app.sql)
+    .await
+    .unwrap()
+}
+
+#[tokio::test]
+async fn retention_drops_delivered_datums_and_never_an_undelivered_one() {
+    let w = tidegate_e2e::spawn_world(&SINK).await;
+    let start = tidegate_e2e::test_epoch();
+    set_time(&w, start);
+    assert_eq!(connect_dexcom(&w, ALICE, "dexcom-001").await.status(), StatusCode::OK);
+    let alice = source_of(&w, ALICE).await;
+    let (poller, worker, platform) = (w.app.poller(), w.app.outbox_worker(), &w.sandbox.sim.platform);
+    let mut now = start + Duration::minutes(3);
+    set_time(&w, now);
+    poller.poll(&alice, None, None).await.unwrap();
+    // Weekly partitions over the backfill: the rows written before them move out of the default.
+    let made = w.app.store.ensure_partitions(now - Duration::days(40), now + Duration::days(7), now).await.unwrap();
+    assert!(made >= 6, "{made}");
+    assert_eq!(w.app.store.default_partition_rows().await.unwrap(), 0);
+    drain(&w, &worker).await;
+    // An hour the platform refuses readings of, and an hour it is down for.
+    platform.set_faults(PlatformFaults { reject_type: Some("cbg".into()), ..PlatformFaults::default() });
+    now = w.app.clock.now() + Duration::hours(1);
+    set_time(&w, now);
+    poller.poll(&alice, None, None).await.unwrap();
+    drain(&w, &worker).await;
+    platform.set_faults(PlatformFaults { down: true, ..PlatformFaults::default() });
+    now += Duration::hours(1);
+    set_time(&w, now);
+    poller.poll(&alice, None, None).await.unwrap();
+    worker.deliver_due().await.unwrap();
+    let rejected: Vec<String> = w.app.store.rejections(&alice).await.unwrap().into_iter().map(|(d, _, _)| d).collect();
+    let source = scalar(&w, &format!("SELECT delivered_seq FROM data_sources WHERE id = '{}'", alice.as_str())).await;
+    let before = rows_of(&w, &alice).await;
+    let keep: Vec<String> = before
+        .iter()
+        .filter(|(id, seq, _)| *seq > source || rejected.contains(id))
+        .map(|(id, ..)| id.clone())
+        .collect();
+    assert!(!rejected.is_empty() && keep.len() > rejected.len(), "refused and undelivered rows exist");
+
+    // A retention window everything is older than: every partition goes, what was never
+    // delivered stays (in the default partition).
+    let pruned = w.app.store.prune_datums(now + Duration::days(14)).await.unwrap();
+    assert!(pruned.partitions >= 6 && pruned.deferred == 0, "{pruned:?}");
+    assert_eq!(pruned.kept as usize, keep.len(), "{pruned:?}");
+    assert_eq!(pruned.rows as usize + keep.len(), before.len(), "{pruned:?}");
+    let after = rows_of(&w, &alice).await;
+    let mut left: Vec<String> = after.iter().map(|(id, ..)| id.clone()).collect();
+    let mut want = keep.clone();
+    left.sort();
+    want.sort();
+    assert_eq!(left, want, "exactly the undelivered and refused rows are kept");
+    assert!(after.iter().all(|(_, _, default)| *default));
+    assert!(w.app.store.datum_partitions().await.unwrap().iter().all(|p| p.hi > now + Duration::days(14)));
+    // What doctor reads: the refusals and the rows kept past retention.
+    let h = w.app.store.delivery_health(now + Duration::days(14)).await.unwrap();
+    assert_eq!(h.rejected.iter().map(|(_, n, _)| *n).sum::<i64>() as usize, rejected.len(), "{h:?}");
+    assert_eq!(h.retained_undelivered as usize, keep.len(), "{h:?}");
+    assert!(h.backlog_datums > 0 && h.oldest_undelivered.is_some(), "{h:?}");
+
+    // Delivered at last, the backlog goes at the next prune; refused rows stay.
+    platform.set_faults(PlatformFaults::default());
+    drain(&w, &worker).await;
+    let pruned = w.app.store.prune_datums(now + Duration::days(14)).await.unwrap();
+    assert_eq!(pruned.default_rows as usize, keep.len() - rejected.len(), "{pruned:?}");
+    let mut left: Vec<String> = rows_of(&w, &alice).await.into_iter().map(|(id, ..)| id).collect();
+    left.sort();
+    let mut refused = rejected.clone();
+    refused.sort();
+    assert_eq!(left, refused);
 }

@@ -139,6 +139,9 @@ async fn render_overview(d: &Dashboard) -> store::Result<Markup> {
     let outcomes = d.store.poll_outcomes_since(now - Duration::hours(1)).await?;
     let failures = store::poll_runs::recent_failures(&mut conn, 15).await?;
     let outbox = store::outbox::stats(&mut conn).await?;
+    drop(conn);
+    let deliveries = d.store.delivery_overview(15).await?;
+    let mut conn = d.store.acquire().await?;
     let window = store::partner_budget::window_of(now);
     let mut budgets = Vec::with_capacity(d.budgets.len());
     for (p, cap) in &d.budgets {
@@ -243,6 +246,26 @@ async fn render_overview(d: &Dashboard) -> store::Result<Markup> {
             }
             @if outbox.is_empty() { tr { td.muted colspan="4" { "Nothing queued." } } }
         }
+        h2 { "Platform delivery" }
+        div.scroll { table #deliveries {
+            tr {
+                th { "user" } th { "partner" } th { "data set" } th { "delivered up to" } th.num { "backlog" }
+                th.num { "rejected" } th.num { "deletions" }
+            }
+            @for s in &deliveries {
+                tr {
+                    td { a href={ "/admin/users/" (s.user_id) } { (s.user_id) } }
+                    td { (s.provider) }
+                    td { (s.data_set_id.as_deref().unwrap_or("—")) }
+                    td { (when(now, s.delivered_time)) }
+                    td class={ "num" @if s.backlog > 0 { " bad" } } { (s.backlog) }
+                    td class={ "num" @if s.rejected > 0 { " bad" } } { (s.rejected) }
+                    td.num { (s.deletions) }
+                }
+            }
+            @if deliveries.is_empty() { tr { td.muted colspan="7" { "No source has data for the platform yet." } } }
+        } }
+        p.muted { "Sources with a backlog first. Without the tidepool sink every source's data stays local (its backlog is what a sink switched on would deliver first)." }
         p.muted { "A user's glucose chart: /admin/users/{userId}." }
     })
 }

@@ -172,6 +172,12 @@ impl DataService {
 
     /// The user's (not deleted) data set with this client name, if any.
     pub async fn find_data_set(&self, user: &UserId, client_name: &str) -> Result<Option<String>, PartnerError> {
+        Ok(self.data_sets(user, client_name).await?.into_iter().next())
+    }
+
+    /// Every (not deleted) data set of the user with this client name (`tidegate doctor`: there
+    /// must be one per source).
+    pub async fn data_sets(&self, user: &UserId, client_name: &str) -> Result<Vec<String>, PartnerError> {
         let query: String =
             form_urlencoded::Serializer::new(String::new()).append_pair("client.name", client_name).finish();
         let resp = self.send(Method::GET, &format!("/v1/users/{user}/data_sets?{query}"), None).await?;
@@ -184,7 +190,8 @@ impl DataService {
         Ok(sets
             .iter()
             .filter(|s| s["client"]["name"] == client_name && s["deletedTime"].is_null())
-            .find_map(|s| s["id"].as_str().or(s["uploadId"].as_str()).map(str::to_owned)))
+            .filter_map(|s| s["id"].as_str().or(s["uploadId"].as_str()).map(str::to_owned))
+            .collect())
     }
 
     /// Create a data set for the user: its id.

@@ -48,8 +48,11 @@ pub struct PlatformFaults {
     pub rate_limit_rate: f64,
     pub retry_after_secs: u64,
     pub latency_ms: u64,
-    /// Apply an upload or deletion, then wait this long before answering.
+    /// Apply a write (data set creation, upload, deletion), then wait this long before answering
+    /// (the sender may time out without learning that it landed) …
     pub ack_delay_ms: u64,
+    /// … for this fraction of writes (0: every one).
+    pub ack_delay_rate: f64,
     /// Refuse uploaded datums of this `type` (400).
     pub reject_type: Option<String>,
     /// With `reject_type`: say the request is invalid without naming the datum.
@@ -375,8 +378,10 @@ async fn delete_set(State(sim): State<Shared>, Path(id): Path<String>, headers: 
 }
 
 async fn ack_delay(sim: &Shared) {
-    let delay = sim.platform.faults().ack_delay_ms;
-    if delay > 0 {
+    let f = sim.platform.faults();
+    let delay = f.ack_delay_ms;
+    let this_one = f.ack_delay_rate <= 0.0 || rand::random_bool(f.ack_delay_rate.clamp(0.0, 1.0));
+    if delay > 0 && this_one {
         tokio::time::sleep(Duration::from_millis(delay)).await;
     }
 }

@@ -88,7 +88,7 @@ pub async fn write_batch(
                        SET body = EXCLUDED.body, type = EXCLUDED.type, modified_time = EXCLUDED.modified_time,
                            seq = nextval('datums_seq')
                        WHERE (d.body #- '{origin,time}') IS DISTINCT FROM (EXCLUDED.body #- '{origin,time}')
-                   RETURNING (xmax = 0) AS inserted, d.seq
+                   RETURNING (d.created_time = $7 AND d.modified_time = $7) AS inserted, d.seq
                )
                SELECT (SELECT count(*) FROM moved) AS "moved!",
                       count(*) FILTER (WHERE inserted) AS "inserted!",
@@ -106,6 +106,8 @@ pub async fn write_batch(
         )
         .fetch_one(&mut *conn)
         .await?;
+        // (A partitioned table cannot return `xmax`: a row created at this write's time counts as
+        // inserted — exact unless a row is created and changed at one instant of the clock.)
         let (moved, inserted, written) = (r.moved as u64, r.inserted as u64, r.written as u64);
         // A moved datum is re-inserted under the same id (and origin id): count it as an
         // update, not as new data; the platform copy is replaced by the upload, not deleted.

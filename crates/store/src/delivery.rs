@@ -330,3 +330,105 @@ pub(crate) async fn forget(conn: &mut PgConnection, user: &UserId, source: Optio
     .await?;
     Ok(())
 }
+
+/// What `tidegate doctor` checks of platform delivery.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct DeliveryHealth {
+    /// Sources holding datums.
+    pub sources_with_data: i64,
+    /// Of those, sources with a platform data set.
+    pub with_data_set: i64,
+    /// Sources whose delivery mark moved but that name no data set (must not happen).
+    pub delivered_without_data_set: Vec<String>,
+    /// Sources with datums not yet delivered, and how many datums.
+    pub backlog_sources: i64,
+    pub backlog_datums: i64,
+    /// When the oldest undelivered datum was written.
+    pub oldest_undelivered: Option<DateTime<Utc>>,
+    /// Refused datums per type: (type, count, one reason).
+    pub rejected: Vec<(String, i64, String)>,
+    /// Datums older than the retention cutoff kept because they were never delivered.
+    pub retained_undelivered: i64,
+    /// Deletions waiting to be carried.
+    pub deletions: i64,
+}
+
+impl Store {
+    /// Platform delivery figures over the whole database (reads the sources with a backlog and
+    /// the refusals, not every datum).
+    pub async fn delivery_health(&self, cutoff: DateTime<Utc>) -> Result<DeliveryHealth> {
+        let mut conn = self.acquire().await?;
+        let (sources_with_data, with_data_set): (i64, i64) = sqlx::query_as(
+            "SELECT count(*) FILTER (WHERE datum_seq > 0), count(*) FILTER (WHERE datum_seq > 0 AND data_set_id IS NOT NULL)
+             FROM data_sources",
+        )
+        .fetch_one(&mut *conn)
+        .await?;
+        let delivered_without_data_set: Vec<String> = sqlx::query_scalar(
+            "SELECT id FROM data_sources WHERE delivered_seq > 0 AND data_set_id IS NULL ORDER BY id",
+        )
+        .fetch_all(&mut *conn)
+        .await?;
+        let (backlog_sources, backlog_datums, oldest_undelivered, retained_backlog): (
+            i64,
+            Option<i64>,
+            Option<DateTime<Utc>>,
+            Option<i64>,
+        ) = sqlx::query_as(
+            "SELECT count(*), sum(b.n)::bigint, min(b.first), sum(b.old)::bigint
+             FROM data_sources s CROSS JOIN LATERAL
+                 (SELECT count(*) AS n, min(d.created_time) AS first, count(*) FILTER (WHERE d.time < $1) AS old
+                  FROM datums d WHERE d.data_source_id = s.id AND d.seq > s.delivered_seq) b
+             WHERE s.datum_seq > s.delivered_seq",
+        )
+        .bind(cutoff)
+        .fetch_one(&mut *conn)
+        .await?;
+        let rejected: Vec<(String, i64, String)> = sqlx::query_as(
+            "SELECT type, count(*), min(reason) FROM datum_rejections GROUP BY type ORDER BY count(*) DESC, type",
+        )
+        .fetch_all(&mut *conn)
+        .await?;
+        let retained_rejected: i64 = sqlx::query_scalar(
+            "SELECT count(*) FROM datum_rejections r JOIN datums d ON d.user_id = r.user_id AND d.id = r.datum_id
+             WHERE d.time < $1",
+        )
+        .bind(cutoff)
+        .fetch_one(&mut *conn)
+        .await?;
+        let deletions: i64 =
+            sqlx::query_scalar("SELECT count(*) FROM platform_deletions").fetch_one(&mut *conn).await?;
+        Ok(DeliveryHealth {
+            sources_with_data,
+            with_data_set,
+            delivered_without_data_set,
+            backlog_sources,
+            backlog_datums: backlog_datums.unwrap_or(0),
+            oldest_undelivered,
+            rejected,
+            retained_undelivered: retained_backlog.unwrap_or(0) + retained_rejected,
+            deletions,
+        })
+    }
+
+    /// The data set ids and provider of every source that has one (doctor's platform check).
+    pub async fn data_sets(&self, limit: i64) -> Result<Vec<(UserId, ProviderName, DataSourceId, String)>> {
+        let rows: Vec<(String, String, String, String)> = sqlx::query_as(
+            "SELECT user_id, provider, id, data_set_id FROM data_sources WHERE data_set_id IS NOT NULL ORDER BY id LIMIT $1",
+        )
+        .bind(limit)
+        .fetch_all(&mut *self.acquire().await?)
+        .await?;
+        let bad = |e: &dyn std::fmt::Display| StoreError::corrupt("data_sources", e);
+        rows.into_iter()
+            .map(|(u, p, s, d)| {
+                Ok((
+                    UserId::parse(&u).map_err(|e| bad(&e))?,
+                    ProviderName::parse(&p).map_err(|e| bad(&e))?,
+                    DataSourceId::parse(&s).map_err(|e| bad(&e))?,
+                    d,
+                ))
+            })
+            .collect()
+    }
+}

@@ -14,6 +14,7 @@ pub mod lifecycle;
 pub mod link_tokens;
 pub mod oauth_authorizations;
 pub mod outbox;
+pub mod partitions;
 pub mod partner_budget;
 pub mod poll_runs;
 pub mod poll_schedule;

@@ -164,6 +164,20 @@ impl Settings {
             .map_err(|e| invalid("messages.smtp_url", e.to_string()))
     }
 
+    /// Table upkeep: partitions ahead of the data; pruning past retention with a platform sink.
+    pub fn upkeep(&self, store: store::Store, clock: model::SharedClock) -> scheduler::Upkeep {
+        scheduler::Upkeep::new(
+            store,
+            clock,
+            scheduler::UpkeepSettings {
+                every: Duration::from_secs(600),
+                behind: chrono::Duration::days(self.poll.backfill_days + 7),
+                ahead: chrono::Duration::weeks(4),
+                retention: self.sinks.tidepool().then(|| chrono::Duration::days(self.sinks.retention_days)),
+            },
+        )
+    }
+
     /// The platform sink, when `sinks.enabled` names `tidepool`.
     pub fn platform_sink(&self) -> Result<Option<scheduler::outbox::platform_data::PlatformSink>, ConfigError> {
         if !self.sinks.tidepool() {

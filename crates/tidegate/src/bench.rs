@@ -10,7 +10,11 @@
 //! 3. **lag**: a fixed offered load (default half of saturation): schedule lag p50/p99;
 //! 4. **idle**: polls with nothing new: partner calls per poll;
 //! 5. **scale** (with `--population M`): M more schedule rows (COPY; not due) and the claim
-//!    cost and worker RSS again.
+//!    cost and worker RSS again;
+//! 6. **delivery** (with `--with-delivery`): workers restarted with the `tidepool` sink on,
+//!    delivering everything the phases above wrote to the simulator's data-service stand-in
+//!    (datums/s over loopback), then the saturation phase again with delivery on, beside the
+//!    same phase with it off.
 //!
 //! Output: a table for people and one JSON line. docs/PERFORMANCE.md has the figures.
 
@@ -46,6 +50,8 @@ pub struct PollBench {
     pub look_back_minutes: i64,
     /// The database the bench creates afresh (dropped first if it exists).
     pub database: String,
+    /// Measure platform delivery too (phase 6).
+    pub with_delivery: bool,
 }
 
 /// Figures of one run.
@@ -80,6 +86,15 @@ pub struct Report {
     pub claim_ms_p99_population: f64,
     pub worker_idle_rss_mb_small: f64,
     pub worker_idle_rss_mb_population: f64,
+    /// Phase 6: the backlog delivered to the stand-in.
+    pub delivered_datums: u64,
+    pub delivered_datums_per_s: f64,
+    pub delivery_uploads: u64,
+    pub delivery_worker_cpu_s_per_1000_datums: f64,
+    /// Phase 6: saturation with delivery on (compare `saturation_polls_per_s`).
+    pub saturation_with_delivery_polls_per_s: f64,
+    /// Phase 6: from the last poll of that phase until every datum was delivered.
+    pub delivery_drain_s: f64,
 }
 
 const DEXCOM_CALLS_PER_HOUR: f64 = 60_000.0;
@@ -176,6 +191,8 @@ fn overlay(look_back_minutes: i64) -> String {
 }
 
 struct Bench {
+    /// Workers with the `tidepool` sink on (phase 6).
+    sink_env: Vec<(String, String)>,
     opts: PollBench,
     store: store::Store,
     sandbox: sandbox::Sandbox,
@@ -210,6 +227,7 @@ pub async fn run(mut settings: Settings, opts: PollBench) -> anyhow::Result<Repo
         carelink_people: 0,
         dexcom_budget_per_hour: None,
         history_days: 2,
+        platform_server_secret: sandbox::random_secret(),
         ..crate::demo::simulator_config(&settings, &redirect)
     })
     .await
@@ -221,13 +239,19 @@ pub async fn run(mut settings: Settings, opts: PollBench) -> anyhow::Result<Repo
     std::fs::create_dir_all(&dir)?;
     let overlay_file = dir.join("bench.toml");
     std::fs::write(&overlay_file, overlay(opts.look_back_minutes))?;
-    let env = worker_env(&settings, &overlay_file, &url, &sandbox.base_url);
+    let mut env = worker_env(&settings, &overlay_file, &url, &sandbox.base_url);
+    // Phase 6's workers deliver to the stand-in.
+    let mut sink_env = env.clone();
+    sink_env.push(("TIDEGATE_SINKS__ENABLED".into(), "local,tidepool".into()));
+    sink_env.push(("TIDEGATE_SINKS__TIDEPOOL__URL".into(), format!("{}/tidepool", sandbox.base_url)));
+    sink_env.push(("TIDEGATE_SINKS__TIDEPOOL__SERVER_SECRET".into(), sandbox.sim.cfg.platform_server_secret.clone()));
+    env.push(("TIDEGATE_SINKS__ENABLED".into(), "local".into()));
     let client_id = settings
         .partners
         .get("dexcom")
         .and_then(|p| p.client_id.clone())
         .context("partners.dexcom.client_id is not configured")?;
-    let mut b = Bench { opts: opts.clone(), store, sandbox, env, client_id, ids: Vec::new() };
+    let mut b = Bench { opts: opts.clone(), store, sandbox, env, sink_env, client_id, ids: Vec::new() };
     let result = b.measure(&redirect).await;
     let _ = std::fs::remove_dir_all(&dir);
     result
@@ -256,12 +280,16 @@ fn worker_env(settings: &Settings, overlay: &Path, url: &reqwest::Url, sim: &str
 
 impl Bench {
     fn spawn_workers(&self) -> anyhow::Result<Workers> {
+        self.spawn_workers_with(&self.env)
+    }
+
+    fn spawn_workers_with(&self, env: &[(String, String)]) -> anyhow::Result<Workers> {
         let exe = std::env::current_exe().context("locating the tidegate binary")?;
         let mut children = Vec::new();
         for _ in 0..self.opts.workers {
             let mut cmd = Command::new(&exe);
             cmd.arg("worker").stdin(Stdio::null()).stdout(Stdio::null()).stderr(Stdio::inherit());
-            for (k, v) in &self.env {
+            for (k, v) in env {
                 cmd.env(k, v);
             }
             children.push(cmd.spawn().context("starting a tidegate worker")?);
@@ -368,7 +396,67 @@ impl Bench {
             r.worker_idle_rss_mb_population = workers.rss_mb();
             workers.stop();
         }
+
+        // 6. Delivery: the backlog the phases above wrote, then saturation with delivery on.
+        if o.with_delivery {
+            self.measure_delivery(&mut r).await?;
+        }
         Ok(r)
+    }
+
+    /// Datums not yet delivered, over every source.
+    async fn backlog(&self) -> anyhow::Result<i64> {
+        let h = self.store.delivery_health(Utc::now()).await?;
+        Ok(h.backlog_datums)
+    }
+
+    async fn wait_for_delivery(&self, within: StdDuration) -> anyhow::Result<()> {
+        let deadline = Instant::now() + within;
+        while self.backlog().await? > 0 {
+            anyhow::ensure!(Instant::now() < deadline, "the backlog was not delivered within {within:?}");
+            tokio::time::sleep(StdDuration::from_millis(100)).await;
+        }
+        Ok(())
+    }
+
+    async fn measure_delivery(&mut self, r: &mut Report) -> anyhow::Result<()> {
+        let o = self.opts.clone();
+        let platform = &self.sandbox.sim.platform;
+        let (received, uploads) = (platform.counts().datums_received, platform.counts().uploads);
+        let backlog = self.backlog().await?;
+        let t = Instant::now();
+        let workers = self.spawn_workers_with(&self.sink_env)?;
+        let cpu_w = workers.cpu();
+        self.wait_for_delivery(o.duration * 10).await?;
+        let span = t.elapsed().as_secs_f64();
+        let c = platform.counts();
+        r.delivered_datums = c.datums_received - received;
+        r.delivery_uploads = c.uploads - uploads;
+        r.delivered_datums_per_s = r.delivered_datums as f64 / span;
+        r.delivery_worker_cpu_s_per_1000_datums = (workers.cpu() - cpu_w) / (r.delivered_datums.max(1) as f64) * 1000.0;
+        eprintln!(
+            "delivery: {} datums ({backlog} in the backlog) in {} uploads, {span:.1} s (worker start included)",
+            r.delivered_datums, r.delivery_uploads
+        );
+        let t0 = Utc::now();
+        self.schedule_all_due(t0).await?;
+        let done = self.wait_for_polls(t0, o.sources, o.duration).await?;
+        let runs = self.runs_since(t0).await?;
+        let ok: Vec<&Run> = runs.iter().filter(|x| x.outcome == "success").collect();
+        anyhow::ensure!(!ok.is_empty(), "no poll succeeded with delivery on ({done} finished)");
+        let first = ok.iter().map(|x| x.started_at).min().unwrap_or(t0);
+        let last = ok.iter().map(|x| x.finished_at).max().unwrap_or(t0);
+        r.saturation_with_delivery_polls_per_s =
+            ok.len() as f64 / ((last - first).num_milliseconds().max(1) as f64 / 1000.0);
+        self.wait_for_delivery(o.duration * 10).await?;
+        r.delivery_drain_s = ((Utc::now() - last).num_milliseconds().max(0) as f64) / 1000.0;
+        eprintln!(
+            "saturation with delivery on: {} polls, {:.0} polls/s",
+            ok.len(),
+            r.saturation_with_delivery_polls_per_s
+        );
+        workers.stop();
+        Ok(())
     }
 
     /// Connect the sources as `connect` does (tokens from the simulator's authorization
@@ -609,6 +697,25 @@ pub fn table(r: &Report) -> String {
         ),
         (format!("idle worker RSS ({} rows)", r.sources), format!("{:.1} MB", r.worker_idle_rss_mb_small)),
     ];
+    if r.delivered_datums > 0 {
+        rows.push((
+            "delivered to the data-service stand-in".into(),
+            format!(
+                "{:.0} datums/s ({} datums, {} uploads; worker CPU {:.2} s per 1,000 datums)",
+                r.delivered_datums_per_s,
+                r.delivered_datums,
+                r.delivery_uploads,
+                r.delivery_worker_cpu_s_per_1000_datums
+            ),
+        ));
+        rows.push((
+            "completed polls at saturation, delivery on".into(),
+            format!(
+                "{:.0} polls/s (off: {:.0}); backlog drained {:.1} s after the last poll",
+                r.saturation_with_delivery_polls_per_s, r.saturation_polls_per_s, r.delivery_drain_s
+            ),
+        ));
+    }
     if r.population > 0 {
         let total = r.sources + r.population;
         rows.push((

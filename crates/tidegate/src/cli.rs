@@ -212,6 +212,26 @@ pub enum BenchCommand {
         /// The database to (re)create on the configured server. Dropped first if it exists.
         #[arg(long, default_value = "tidegate_bench")]
         database: String,
+        /// Also measure platform delivery: the backlog delivered to the simulator's data-service
+        /// stand-in (datums/s), and the saturation phase again with the `tidepool` sink on.
+        #[arg(long)]
+        with_delivery: bool,
+    },
+    /// Retention pruning with writes running: seeds --rows datums over --weeks weekly
+    /// partitions on a fresh database, then prunes the older half while --writers tasks upsert
+    /// poll-sized batches; prints the prune's cost and the writers' latency before and during.
+    Prune {
+        #[arg(long, default_value_t = 10_000_000)]
+        rows: u64,
+        #[arg(long, default_value_t = 20_000)]
+        sources: u64,
+        #[arg(long, default_value_t = 8)]
+        weeks: i64,
+        #[arg(long, default_value_t = 4)]
+        writers: usize,
+        /// The database to (re)create on the configured server. Dropped first if it exists.
+        #[arg(long, default_value = "tidegate_bench_prune")]
+        database: String,
     },
 }
 

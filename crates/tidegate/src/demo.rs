@@ -77,6 +77,13 @@ pub fn simulator_config(settings: &Settings, dexcom_redirect: &str) -> sandbox::
             .as_ref()
             .map(|t| t.expose_secret().to_owned())
             .unwrap_or_default(),
+        platform_server_secret: settings
+            .sinks
+            .tidepool
+            .server_secret
+            .as_ref()
+            .map(|t| t.expose_secret().to_owned())
+            .unwrap_or_default(),
         ..Default::default()
     }
 }
@@ -99,6 +106,17 @@ pub fn wire_to_simulator(settings: &mut Settings, base: &str) {
         }
     }
     settings.clinic.url = Some(format!("{base}/clinic"));
+    settings.sinks.tidepool.url = Some(format!("{base}/tidepool"));
+}
+
+/// The demo delivers to the simulator's data-service stand-in too (`sinks = local,tidepool`).
+pub fn deliver_to_platform(settings: &mut Settings) {
+    if !settings.sinks.tidepool() {
+        settings.sinks.enabled.push("tidepool".into());
+    }
+    if settings.sinks.tidepool.server_secret.is_none() {
+        settings.sinks.tidepool.server_secret = Some(sandbox::random_secret().into());
+    }
 }
 
 /// Demo-only scheduling: seconds instead of minutes, so a person can watch polls happen.
@@ -122,6 +140,7 @@ pub async fn run(
     if opts.fast {
         make_fast(&mut settings);
     }
+    deliver_to_platform(&mut settings);
     ensure_database(&settings).await?;
     let store = startup::store(&settings)?;
     store.migrate().await.context("migrating the demo database")?;
@@ -245,6 +264,8 @@ tidegate demo is running.  {pace}
 
 3. See what the clinic service was told (PUT /v1/patients/{PATIENT}/data_sources); open:
      {sim}/admin/clinic/requests
+   and what reached the platform's data service (one data set per source, deduplicated by origin):
+     {sim}/admin/platform
 
 4. As the clinician, ask the patient to connect CareLink too (the message and its link are logged):
      curl -s -X POST -H "Authorization: Bearer $CLINICIAN" {api}/v1/clinics/{CLINIC}/patients/{PATIENT}/connect/carelink

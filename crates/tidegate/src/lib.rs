@@ -3,6 +3,8 @@
 pub mod assemble;
 #[cfg(feature = "dev-tools")]
 pub mod bench;
+#[cfg(feature = "dev-tools")]
+pub mod bench_prune;
 pub mod cli;
 pub mod clock;
 pub mod configuration;

@@ -23,6 +23,7 @@ pub struct Application {
     /// Background work run beside the API (`serve --no-worker` drops it).
     outbox: Option<scheduler::OutboxWorker>,
     poller: Option<scheduler::PollWorker>,
+    upkeep: Option<scheduler::Upkeep>,
     _tasks: Vec<TaskGuard>,
 }
 
@@ -133,7 +134,17 @@ impl Application {
         })));
         let outbox = settings.outbox_worker(store.clone(), state.clock.clone())?;
         let poller = settings.poll_worker(store.clone(), state.clock.clone())?;
-        Ok(Self { public, ops, state, settings, outbox: Some(outbox), poller: Some(poller), _tasks: tasks })
+        let upkeep = settings.upkeep(store.clone(), state.clock.clone());
+        Ok(Self {
+            public,
+            ops,
+            state,
+            settings,
+            outbox: Some(outbox),
+            poller: Some(poller),
+            upkeep: Some(upkeep),
+            _tasks: tasks,
+        })
     }
 
     pub fn public_addr(&self) -> SocketAddr {
@@ -152,6 +163,7 @@ impl Application {
     pub fn without_worker(mut self) -> Self {
         self.outbox = None;
         self.poller = None;
+        self.upkeep = None;
         self
     }
 
@@ -178,6 +190,7 @@ impl Application {
         let (tx, rx) = tokio::sync::watch::channel(false);
         let worker = self.outbox.map(|w| tokio::spawn(w.run(rx.clone())));
         let poller = self.poller.map(|w| tokio::spawn(w.run(rx.clone())));
+        let upkeep = self.upkeep.map(|u| tokio::spawn(u.run(rx.clone())));
         let wait = |mut rx: tokio::sync::watch::Receiver<bool>| async move {
             let _ = rx.wait_for(|stop| *stop).await;
         };
@@ -199,6 +212,9 @@ impl Application {
         if let Some(p) = poller {
             // Stops claiming, lets in-flight polls finish (worker.shutdown_grace_secs), releases.
             let _ = tokio::time::timeout(Duration::from_secs(60), p).await;
+        }
+        if let Some(u) = upkeep {
+            let _ = tokio::time::timeout(Duration::from_secs(30), u).await;
         }
         a.context("public listener")?;
         b.context("ops listener")?;
@@ -235,14 +251,17 @@ pub async fn run_worker(settings: Settings, shutdown: impl Future<Output = ()> +
     let (clock, _clock_task) = crate::clock::build(&settings.clock).await?;
     migrate_with_retry(&store).await?;
     let poller = settings.poll_worker(store.clone(), clock.clone())?;
+    let upkeep = settings.upkeep(store.clone(), clock.clone());
     let worker = settings.outbox_worker(store, clock)?;
     let (tx, rx) = tokio::sync::watch::channel(false);
     let task = tokio::spawn(worker.run(rx.clone()));
+    let tables = tokio::spawn(upkeep.run(rx.clone()));
     let polls = tokio::spawn(poller.run(rx));
     shutdown.await;
     tracing::info!("worker shutting down");
     let _ = tx.send(true);
     let _ = tokio::time::timeout(Duration::from_secs(30), task).await;
     let _ = tokio::time::timeout(Duration::from_secs(60), polls).await;
+    let _ = tokio::time::timeout(Duration::from_secs(30), tables).await;
     Ok(())
 }

@@ -173,4 +173,18 @@ async fn doctor_passes_on_a_sound_database_and_fails_on_a_broken_one() {
     assert!(!broken.status.success());
     let out = String::from_utf8_lossy(&broken.stdout);
     assert!(out.contains("0123456789abcdef01234567") && out.contains("connected ⇒ provider session exists"), "{out}");
+    // Platform delivery: a refused datum and a delivery mark without a data set are reported.
+    for sql in [
+        "INSERT INTO datum_rejections (data_source_id, user_id, datum_id, seq, type, reason, rejected_time)
+         VALUES ('0123456789abcdef01234567', '0123456789', '0123456789abcdef0123456789abcdef', 7, 'cbg',
+                 '/units: not a unit', now())",
+        "UPDATE data_sources SET datum_seq = 9, delivered_seq = 7 WHERE id = '0123456789abcdef01234567'",
+    ] {
+        sqlx::query(sql).execute(&mut conn).await.unwrap();
+    }
+    let out = run(&["doctor"]);
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(text.contains("rejected by the platform: 1 cbg datums (e.g. \"/units: not a unit\")"), "{text}");
+    assert!(text.contains("delivered, but names no platform data set"), "{text}");
+    assert!(text.contains("backlog: 0 datums in 1 sources"), "{text}");
 }

@@ -79,7 +79,16 @@ impl From<PartnerError> for Stop {
             PartnerError::Protocol(_) => tracing::error!(error = %e, "unexpected answer from the platform"),
             _ => {}
         }
-        Self::Retry { error: e.to_string(), retry_after }
+        // In the platform's words, not a partner's.
+        let error = match &e {
+            PartnerError::Transient(why) => format!("the platform is unavailable: {why}"),
+            PartnerError::RateLimited { .. } => "the platform is rate limiting us".to_owned(),
+            PartnerError::Unauthorized | PartnerError::InvalidClient(_) => {
+                "the platform refused our server login".to_owned()
+            }
+            other => format!("platform: {other}"),
+        };
+        Self::Retry { error, retry_after }
     }
 }
 
@@ -241,15 +250,18 @@ impl PlatformDeliveries {
             }
             after = last_seq;
         }
-        if let Some((_, tz)) = latest_offset
-            && Some(tz) != b.data_set_timezone_offset
-        {
+        // Every row up to the source's latest write was read: the mark goes there (rows removed
+        // since — deleted or moved at the partner — leave gaps no batch would step over).
+        let tz = latest_offset.map(|(_, tz)| tz).filter(|tz| Some(*tz) != b.data_set_timezone_offset);
+        if let Some(tz) = tz {
             self.sink.service.set_timezone_offset(&set, tz).await?;
+        }
+        if tz.is_some() || after < b.datum_seq {
             let advance = Advance {
-                through: after,
+                through: b.datum_seq,
                 delivered: &[],
                 rejected: &[],
-                timezone_offset: Some(tz),
+                timezone_offset: tz,
                 now: self.clock.now(),
             };
             if !self.store.advance_delivery(lease, &b.source, &advance).await? {

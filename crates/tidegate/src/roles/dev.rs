@@ -32,19 +32,37 @@ pub async fn demo(settings: Settings, fast: bool, sandbox_listen: std::net::Sock
 
 /// `bench poll`: the poll benchmarks; a table on stderr, one JSON line on stdout.
 pub async fn bench(settings: Settings, command: BenchCommand) -> anyhow::Result<()> {
-    let BenchCommand::Poll { sources, workers, duration, offered_load, population, look_back_minutes, database } =
-        command;
-    let opts = crate::bench::PollBench {
-        sources,
-        workers,
-        duration: std::time::Duration::from_secs(duration),
-        offered_load,
-        population,
-        look_back_minutes,
-        database,
-    };
-    let report = crate::bench::run(settings, opts).await?;
-    eprint!("{}", crate::bench::table(&report));
-    println!("{}", serde_json::to_string(&report)?);
+    match command {
+        BenchCommand::Prune { rows, sources, weeks, writers, database } => {
+            let opts = crate::bench_prune::PruneBench { rows, sources, weeks, writers, database };
+            let report = crate::bench_prune::run(settings, opts).await?;
+            eprint!("{}", crate::bench_prune::table(&report));
+            println!("{}", serde_json::to_string(&report)?);
+        }
+        BenchCommand::Poll {
+            sources,
+            workers,
+            duration,
+            offered_load,
+            population,
+            look_back_minutes,
+            database,
+            with_delivery,
+        } => {
+            let opts = crate::bench::PollBench {
+                sources,
+                workers,
+                duration: std::time::Duration::from_secs(duration),
+                offered_load,
+                population,
+                look_back_minutes,
+                database,
+                with_delivery,
+            };
+            let report = crate::bench::run(settings, opts).await?;
+            eprint!("{}", crate::bench::table(&report));
+            println!("{}", serde_json::to_string(&report)?);
+        }
+    }
     Ok(())
 }

@@ -30,7 +30,10 @@ pub async fn rotate_keys(settings: &Settings) -> anyhow::Result<()> {
     Ok(())
 }
 
-/// `doctor`: the data-source invariants over the whole database.
+/// `doctor`: the data-source invariants over the whole database, and platform delivery: one
+/// data set per source that has data (checked at the platform when the sink is configured),
+/// the backlog and its oldest datum, refused datums, datums kept past retention because they
+/// were never delivered.
 pub async fn doctor(settings: &Settings) -> anyhow::Result<()> {
     let store = startup::store(settings)?;
     let broken = store::lifecycle::check_invariants(&store).await?;
@@ -39,10 +42,57 @@ pub async fn doctor(settings: &Settings) -> anyhow::Result<()> {
     }
     if broken.is_empty() {
         println!("all data-source invariants hold");
-        Ok(())
-    } else {
-        anyhow::bail!("{} invariant violation(s)", broken.len())
     }
+    let problems = broken.len() + delivery_report(settings, &store).await?;
+    if problems == 0 { Ok(()) } else { anyhow::bail!("{problems} problem(s)") }
+}
+
+/// The delivery part of `doctor`; returns the problems found (refusals and backlog are
+/// reported, not counted: they are the data's, and retried or kept as designed).
+async fn delivery_report(settings: &Settings, store: &store::Store) -> anyhow::Result<usize> {
+    let (clock, _clock_task) = crate::clock::build(&settings.clock).await?;
+    let now = clock.now();
+    let cutoff = now - chrono::Duration::days(settings.sinks.retention_days);
+    let h = store.delivery_health(cutoff).await?;
+    let mut problems = h.delivered_without_data_set.len();
+    println!(
+        "platform delivery ({}): {} sources with data, {} with a data set",
+        if settings.sinks.tidepool() { "sink on" } else { "sink off" },
+        h.sources_with_data,
+        h.with_data_set
+    );
+    for id in &h.delivered_without_data_set {
+        println!("data source {id}: delivered, but names no platform data set");
+    }
+    let age = h.oldest_undelivered.map(|t| format!(", the oldest written {} min ago", (now - t).num_minutes()));
+    println!(
+        "backlog: {} datums in {} sources{}; {} deletions to carry",
+        h.backlog_datums,
+        h.backlog_sources,
+        age.unwrap_or_default(),
+        h.deletions
+    );
+    for (kind, n, reason) in &h.rejected {
+        println!("rejected by the platform: {n} {kind} datums (e.g. \"{reason}\")");
+    }
+    println!(
+        "kept past the {}-day retention because never delivered: {}",
+        settings.sinks.retention_days, h.retained_undelivered
+    );
+    println!("rows in the default datum partition: {}", store.default_partition_rows().await?);
+    if let Some(sink) = settings.platform_sink()? {
+        const CHECKED: i64 = 1_000;
+        let sets = store.data_sets(CHECKED).await?;
+        for (user, provider, source, id) in &sets {
+            let there = sink.service.data_sets(user, &partners::platform::client_name(provider.as_str())).await?;
+            if there.as_slice() != [id.clone()] {
+                problems += 1;
+                println!("data source {source}: we name data set {id}, the platform holds {there:?}");
+            }
+        }
+        println!("checked {} data sets at the platform (at most {CHECKED})", sets.len());
+    }
+    Ok(problems)
 }
 
 /// `report`: queue a fresh clinic report for one user or for everyone.
