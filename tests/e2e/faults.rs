@@ -262,6 +262,19 @@ async fn settle(
         // one written after `at` and still being delivered when the clock jumps would be
         // delivered twice, the lease expired under its first deliverer.
         let now = w.sandbox.sim.clock.now().max(at);
+        if strict {
+            // The clock stands still now, but a worker's copy of it may have run a few hundred
+            // ms ahead before its next sync: deliveries its last polls queued would be due only
+            // at an instant the frozen clock never reaches. (The polls are rescheduled likewise.)
+            sqlx::query(
+                "UPDATE outbox SET available_at = $1 WHERE kind = 'platform_data' AND delivered_time IS NULL
+                   AND parked_time IS NULL AND available_at > $1",
+            )
+            .bind(at - Duration::seconds(1))
+            .execute(&w.app.sql)
+            .await
+            .unwrap();
+        }
         let (polls, report_rows, delivery_rows, backlog): (i64, i64, i64, i64) = sqlx::query_as(
             "WITH due AS (SELECT o.kind FROM outbox o
                           WHERE o.delivered_time IS NULL AND o.parked_time IS NULL AND o.available_at <= $3
@@ -324,6 +337,25 @@ async fn settle(
             .fetch_all(&w.app.sql)
             .await
             .unwrap();
+            // Sources whose datums have not all reached the platform, with their deliveries.
+            let backlog: Vec<String> = sqlx::query_scalar(
+                "SELECT format('%s %s %s: seq %s delivered %s, %s datums after the mark, %s deletions, set %s; rows: %s',
+                               s.user_id, s.provider, s.id, s.datum_seq, s.delivered_seq,
+                               (SELECT count(*) FROM datums d WHERE d.data_source_id = s.id AND d.seq > s.delivered_seq),
+                               (SELECT count(*) FROM platform_deletions p WHERE p.data_source_id = s.id), s.data_set_id,
+                               (SELECT string_agg(format('#%s due %s attempts %s delivered %s: %s', o.id, o.available_at,
+                                                         o.attempts, o.delivered_time, o.last_error), '; ' ORDER BY o.id)
+                                FROM outbox o WHERE o.user_id = s.user_id AND o.kind = 'platform_data'
+                                  AND (o.delivered_time IS NULL OR o.delivered_time > $1 - interval '1 hour')))
+                 FROM data_sources s
+                 WHERE s.datum_seq > s.delivered_seq
+                    OR EXISTS (SELECT 1 FROM platform_deletions p WHERE p.data_source_id = s.id)
+                 LIMIT 20",
+            )
+            .bind(at)
+            .fetch_all(&w.app.sql)
+            .await
+            .unwrap();
             let sessions: Vec<String> = sqlx::query_scalar(
                 "SELECT format('pid %s %s wait %s/%s xact %s blocked by %s: %s', pid, state, wait_event_type,
                                wait_event, now() - xact_start, pg_blocking_pids(pid), left(query, 160))
@@ -333,7 +365,7 @@ async fn settle(
             .await
             .unwrap();
             panic!(
-                "{polls} polls and {outbox} reports still due or running at {at}: {rows:#?}\n{reports:#?}\nsessions: {sessions:#?}"
+                "{polls} polls and {outbox} deliveries still due or running at {at}: {rows:#?}\n{reports:#?}\nplatform backlog: {backlog:#?}\nsessions: {sessions:#?}"
             );
         }
         tokio::time::sleep(StdDuration::from_millis(10)).await;

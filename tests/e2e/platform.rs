@@ -5,7 +5,7 @@
 
 use std::collections::BTreeMap;
 
-use chrono::{DateTime, Duration, Utc};
+use chrono::Duration;
 use model::{Clock, DataSourceId, UserId};
 use reqwest::StatusCode;
 use sandbox::platform::PlatformFaults;
@@ -13,6 +13,8 @@ use serde_json::Value;
 use tidegate_e2e::World;
 
 use crate::connect::{ALICE, BOB, Browser, at_carelink, connect_dexcom, link, paste, start_carelink};
+use crate::poll::{set_time, source_of};
+use crate::workers::scalar;
 
 const SINK: [(&str, &str); 3] = [
     ("TIDEGATE_SINKS__ENABLED", "local,tidepool"),
@@ -21,21 +23,6 @@ const SINK: [(&str, &str); 3] = [
     // Several batches per backfill.
     ("TIDEGATE_SINKS__TIDEPOOL__BATCH", "500"),
 ];
-
-fn set_time(w: &World, t: DateTime<Utc>) {
-    w.app.clock.set(t);
-    w.sandbox.sim.clock.set(t);
-}
-
-async fn source_of(w: &World, user: &str) -> DataSourceId {
-    let sources = w.app.store.list_data_sources(&UserId::parse(user).unwrap()).await.unwrap();
-    assert_eq!(sources.len(), 1);
-    sources[0].id.clone()
-}
-
-async fn scalar(w: &World, sql: &str) -> i64 {
-    sqlx::query_scalar(sqlx::AssertSqlSafe(sql)).fetch_one(&w.app.sql).await.unwrap()
-}
 
 /// Deliver until no platform delivery is pending and no source has a backlog, moving both
 /// clocks past backoffs (a Retry-After included). Returns the passes it took.

@@ -14,12 +14,12 @@ use tidegate_e2e::World;
 use crate::connect::{ALICE, Browser, at_carelink, connect_dexcom, link, paste, start_carelink};
 
 /// Move the app's clock and the simulator's clock to the same instant.
-fn set_time(w: &World, t: DateTime<Utc>) {
+pub(crate) fn set_time(w: &World, t: DateTime<Utc>) {
     w.app.clock.set(t);
     w.sandbox.sim.clock.set(t);
 }
 
-async fn source_of(w: &World, user: &str) -> DataSourceId {
+pub(crate) async fn source_of(w: &World, user: &str) -> DataSourceId {
     let sources = w.app.store.list_data_sources(&UserId::parse(user).unwrap()).await.unwrap();
     assert_eq!(sources.len(), 1);
     sources[0].id.clone()
