@@ -207,7 +207,7 @@ pub async fn run(mut settings: Settings, o: PruneBench) -> anyhow::Result<PruneR
 pub fn table(r: &PruneReport) -> String {
     format!(
         "datums × sources            {} × {} in {} weekly partitions (seeded in {:.0} s)\n\
-         prune                       {:.2} s: {} partitions, {} rows dropped, {} kept (undelivered or refused), {} deferred\n\
+         prune                       {:.2} s: {} partitions, ≈ {} rows dropped, {} kept (undelivered or refused), {} deferred\n\
          write p50 / p99 before      {:.1} / {:.1} ms ({} poll-sized writes)\n\
          write p50 / p99 / max during {:.1} / {:.1} / {:.1} ms ({} writes during the prune and 2 s after)\n",
         r.rows,
