@@ -247,11 +247,12 @@ fn validate_model(rel: &str, body: &Value) -> Result<(), String> {
     Ok(())
 }
 
+/// `client.name` filters; `deleted` is accepted and means nothing here: a deleted data set is
+/// removed, not kept.
 #[derive(Deserialize)]
 struct ListQuery {
     #[serde(rename = "client.name")]
     client_name: Option<String>,
-    deleted: Option<bool>,
 }
 
 async fn list_sets(
@@ -263,7 +264,6 @@ async fn list_sets(
     if let Err(r) = admit(&sim, &headers).await {
         return r;
     }
-    let _ = q.deleted;
     let g = sim.platform.lock();
     let sets: Vec<Value> = g
         .sets
