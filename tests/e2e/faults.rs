@@ -383,20 +383,20 @@ async fn delivery_figures(w: &World) -> (i64, Option<DateTime<Utc>>, usize) {
 }
 
 /// The platform holds exactly the source's local datums (same origin ids, same bodies) in one
-/// data set, the one the source names.
+/// data set, the one the source names. `Err`: the origin ids the platform misses, and why.
 fn check_platform_copy(
     source: &store::data_sources::DataSource,
     stored: &[store::datums::StoredDatum],
     sets: &BTreeMap<String, sandbox::platform::HeldDataSet>,
     login: &str,
-) {
+) -> Result<(), (Vec<String>, String)> {
     let client = partners::platform::client_name(source.provider.as_str());
     let mine: Vec<(&String, &sandbox::platform::HeldDataSet)> = sets
         .iter()
         .filter(|(_, s)| s.user_id == source.user_id.as_str() && s.set["client"]["name"] == client.as_str())
         .collect();
     if stored.is_empty() && mine.is_empty() {
-        return;
+        return Ok(());
     }
     assert_eq!(mine.len(), 1, "{login}: one data set per source, found {}", mine.len());
     let (set_id, held) = mine[0];
@@ -404,19 +404,49 @@ fn check_platform_copy(
     let local: BTreeMap<&str, &Value> =
         stored.iter().map(|d| (d.body["origin"]["id"].as_str().expect("origin.id"), &d.body)).collect();
     assert_eq!(local.len(), stored.len(), "{login}: origin ids unique in the source");
-    let missing: Vec<&&str> = local.keys().filter(|k| !held.data.contains_key(**k)).collect();
+    let missing: Vec<String> = local.keys().filter(|k| !held.data.contains_key(**k)).map(|k| k.to_string()).collect();
     let extra: Vec<&String> = held.data.keys().filter(|k| !local.contains_key(k.as_str())).collect();
-    assert!(
-        missing.is_empty() && extra.is_empty(),
-        "{login}: the platform misses {} (e.g. {:?}) and has {} we do not (e.g. {:?})",
-        missing.len(),
-        missing.first(),
-        extra.len(),
-        extra.first()
-    );
+    if !missing.is_empty() || !extra.is_empty() {
+        let why = format!(
+            "{login}: the platform misses {} (e.g. {:?}) and has {} we do not (e.g. {:?})\ndata set {set_id}:\n  {}",
+            missing.len(),
+            missing.first(),
+            extra.len(),
+            extra.first(),
+            held.log.join("\n  ")
+        );
+        return Err((missing, why));
+    }
     for (k, v) in &local {
         assert_eq!(&&held.data[*k], v, "{login}: datum {k} differs at the platform");
     }
+    Ok(())
+}
+
+/// What the local store knows of datums the platform misses, and the source's delivery state.
+async fn missing_at_platform(w: &World, id: &model::DataSourceId, origins: &[String]) -> String {
+    let rows: Vec<String> = sqlx::query_scalar(
+        "SELECT format('  %s %s seq %s time %s created %s modified %s origin.time %s', d.type, d.id, d.seq, d.time,
+                       d.created_time, d.modified_time, d.body->'origin'->>'time')
+         FROM datums d WHERE d.data_source_id = $1 AND d.body->'origin'->>'id' = ANY($2) ORDER BY d.seq LIMIT 400",
+    )
+    .bind(id.as_str())
+    .bind(origins)
+    .fetch_all(&w.app.sql)
+    .await
+    .unwrap();
+    let state: Vec<String> = sqlx::query_scalar(
+        "SELECT format('source %s: datum_seq %s delivered_seq %s delivered %s set %s; %s rejections, %s deletions queued',
+                       s.id, s.datum_seq, s.delivered_seq, s.delivered_time, s.data_set_id,
+                       (SELECT count(*) FROM datum_rejections r WHERE r.data_source_id = s.id),
+                       (SELECT count(*) FROM platform_deletions p WHERE p.data_source_id = s.id))
+         FROM data_sources s WHERE s.id = $1",
+    )
+    .bind(id.as_str())
+    .fetch_all(&w.app.sql)
+    .await
+    .unwrap();
+    format!("{}\n{}", state.join("\n"), rows.join("\n"))
 }
 
 /// A source's poll history, for a failure message.
@@ -765,7 +795,21 @@ async fn the_fault_matrix_over_simulated_days_equals_the_ground_truth() {
             (BTreeMap::new(), start - Duration::days(2))
         };
         let stored = w.app.store.datums_of_source(id).await.unwrap();
-        check_platform_copy(&source, &stored, &platform_sets, &pop.login(i));
+        if let Err((missing, why)) = check_platform_copy(&source, &stored, &platform_sets, &pop.login(i)) {
+            let user = source.user_id.as_str();
+            let mut logs = old_logs.clone();
+            logs.extend(workers.iter().map(Proc::log));
+            let lines: Vec<&str> =
+                logs.iter().flat_map(|l| l.lines()).filter(|l| l.contains(user) || l.contains(id.as_str())).collect();
+            panic!(
+                "{why}\n{}\n{}\nworker log lines naming the user or source ({}; last 300):\n{}\npolls:\n{}",
+                missing_at_platform(&w, id, &missing).await,
+                outbox_history(&w, user).await,
+                lines.len(),
+                lines[lines.len().saturating_sub(300)..].join("\n"),
+                history(&w, id).await
+            );
+        }
         delivered += stored.len();
         let got: BTreeMap<String, Value> =
             stored.into_iter().map(|d| (d.id, tidegate_e2e::as_mapped(d.body))).collect();

@@ -350,3 +350,47 @@ async fn retention_drops_delivered_datums_and_never_an_undelivered_one() {
     refused.sort();
     assert_eq!(left, refused);
 }
+
+#[tokio::test]
+async fn the_delivery_mark_never_passes_a_stored_datum_it_did_not_send() {
+    let w = tidegate_e2e::spawn_world(&SINK).await;
+    let start = tidegate_e2e::test_epoch();
+    set_time(&w, start);
+    assert_eq!(connect_dexcom(&w, ALICE, "dexcom-001").await.status(), StatusCode::OK);
+    let alice = source_of(&w, ALICE).await;
+    set_time(&w, start + Duration::minutes(3));
+    w.app.poller().poll(&alice, None, None).await.unwrap();
+    let user = UserId::parse(ALICE).unwrap();
+    let owner = uuid::Uuid::new_v4();
+    let now = w.app.clock.now();
+    let kind = store::outbox::Kind::PlatformData;
+    let mut conn = w.app.sql.acquire().await.unwrap();
+    assert!(
+        store::outbox::acquire_lease(&mut conn, &user, kind, owner, now + Duration::minutes(1), now).await.unwrap()
+    );
+    let lease = store::delivery::Lease { user: &user, owner };
+    let (first, last) = (
+        scalar(&w, &format!("SELECT min(seq) FROM datums WHERE data_source_id = '{}'", alice.as_str())).await,
+        scalar(&w, &format!("SELECT datum_seq FROM data_sources WHERE id = '{}'", alice.as_str())).await,
+    );
+    assert!(first < last);
+    let skip = |unread_after| store::delivery::Advance {
+        through: last,
+        unread_after: Some(unread_after),
+        delivered: &[],
+        rejected: &[],
+        timezone_offset: None,
+        now,
+    };
+    use store::delivery::Advanced;
+    // Stored rows lie between the read position and the mark: refused, nothing recorded.
+    assert_eq!(w.app.store.advance_delivery(lease, &alice, &skip(first - 1)).await.unwrap(), Advanced::Unread);
+    let mark_sql = format!("SELECT delivered_seq FROM data_sources WHERE id = '{}'", alice.as_str());
+    assert_eq!(scalar(&w, &mark_sql).await, 0);
+    // Past the last stored row there is nothing to pass over: moved.
+    assert_eq!(w.app.store.advance_delivery(lease, &alice, &skip(last)).await.unwrap(), Advanced::Moved);
+    assert_eq!(scalar(&w, &mark_sql).await, last);
+    // Another deliverer's lease: nothing recorded, whatever the rows.
+    let other = store::delivery::Lease { user: &user, owner: uuid::Uuid::new_v4() };
+    assert_eq!(w.app.store.advance_delivery(other, &alice, &skip(first - 1)).await.unwrap(), Advanced::LeaseLost);
+}

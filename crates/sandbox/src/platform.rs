@@ -86,6 +86,10 @@ pub struct HeldDataSet {
     pub set: Value,
     /// Datums by `origin.id`.
     pub data: BTreeMap<String, Value>,
+    /// What was done to the set's data, a line per accepted request (simulated time, what,
+    /// how many): for a test's failure message.
+    #[serde(skip)]
+    pub log: Vec<String>,
 }
 
 /// What the stand-in counted.
@@ -314,7 +318,7 @@ async fn create_set(
     {
         let mut g = sim.platform.lock();
         g.counts.data_sets_created += 1;
-        g.sets.insert(id.clone(), HeldDataSet { user_id, set: set.clone(), data: BTreeMap::new() });
+        g.sets.insert(id.clone(), HeldDataSet { user_id, set: set.clone(), data: BTreeMap::new(), log: Vec::new() });
     }
     ack_delay(&sim).await;
     (StatusCode::CREATED, axum::Json(set)).into_response()
@@ -485,6 +489,7 @@ fn store_upload(sim: &Shared, id: &str, items: &[Value]) -> bool {
     let Inner { sets, counts, .. } = &mut *g;
     let Some(set) = sets.get_mut(id) else { return false };
     counts.uploads += 1;
+    let held_before = set.data.len();
     for d in items {
         counts.datums_received += 1;
         let origin = d["origin"]["id"].as_str().unwrap_or_default().to_owned();
@@ -498,6 +503,14 @@ fn store_upload(sim: &Shared, id: &str, items: &[Value]) -> bool {
         }
         set.data.insert(origin, d.clone());
     }
+    let line = format!(
+        "{} upload {} datums ({} new; first origin {})",
+        crate::fmt_time(&sim.clock.now()),
+        items.len(),
+        set.data.len() - held_before,
+        items[0]["origin"]["id"]
+    );
+    set.log.push(line);
     true
 }
 
@@ -541,11 +554,15 @@ async fn delete_data(State(sim): State<Shared>, Path(id): Path<String>, headers:
         let Inner { sets, counts, .. } = &mut *g;
         match sets.get_mut(&id) {
             Some(set) => {
+                let asked = origins.len();
+                let mut gone = 0;
                 for o in origins {
                     if set.data.remove(&o).is_some() {
                         counts.datums_deleted += 1;
+                        gone += 1;
                     }
                 }
+                set.log.push(format!("{} delete {asked} origins ({gone} held)", crate::fmt_time(&sim.clock.now())));
                 true
             }
             None => false,

@@ -69,10 +69,24 @@ pub struct Rejection {
 #[derive(Debug, Clone, Copy)]
 pub struct Advance<'a> {
     pub through: i64,
+    /// The mark passes seqs this delivery did not send, from here to `through` (none was found
+    /// stored when it read them): moved only if that still holds, checked in the same statement.
+    pub unread_after: Option<i64>,
     pub delivered: &'a [String],
     pub rejected: &'a [Rejection],
     pub timezone_offset: Option<i32>,
     pub now: DateTime<Utc>,
+}
+
+/// What [`Store::advance_delivery`] did.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Advanced {
+    Moved,
+    /// The lease is gone: nothing recorded.
+    LeaseLost,
+    /// A stored row the delivery did not send lies below the new mark: nothing recorded; read
+    /// again.
+    Unread,
 }
 
 /// Per-source delivery figures (dashboard, doctor).
@@ -182,27 +196,35 @@ impl Store {
 
     /// A batch reached the platform: move the mark to `through`, record the versions it refused
     /// (and forget refusals of versions it now accepted), note the data set's time-zone offset.
-    /// One transaction, fenced: false when the lease is gone (nothing recorded).
-    pub async fn advance_delivery(&self, lease: Lease<'_>, source: &DataSourceId, a: &Advance<'_>) -> Result<bool> {
-        let Advance { through, delivered, rejected, timezone_offset, now } = *a;
+    /// One transaction, fenced: nothing is recorded when the lease is gone, or when the mark
+    /// would pass a stored row the delivery did not send ([`Advance::unread_after`]).
+    pub async fn advance_delivery(&self, lease: Lease<'_>, source: &DataSourceId, a: &Advance<'_>) -> Result<Advanced> {
+        let Advance { through, unread_after, delivered, rejected, timezone_offset, now } = *a;
         let mut tx = self.begin().await?;
         let moved = sqlx::query!(
             r#"UPDATE data_sources SET delivered_seq = GREATEST(delivered_seq, $2), delivered_time = $3,
                       data_set_timezone_offset = COALESCE($4, data_set_timezone_offset)
                WHERE id = $1 AND user_id = $5
-                 AND EXISTS (SELECT 1 FROM outbox_leases l WHERE l.user_id = $5 AND l.kind = $6 AND l.lease_owner = $7)"#,
+                 AND EXISTS (SELECT 1 FROM outbox_leases l WHERE l.user_id = $5 AND l.kind = $6 AND l.lease_owner = $7)
+                 AND ($8::bigint IS NULL
+                      OR NOT EXISTS (SELECT 1 FROM datums d WHERE d.data_source_id = $1 AND d.seq > $8 AND d.seq <= $2))"#,
             source.as_str(),
             through,
             now,
             timezone_offset,
             lease.user.as_str(),
             FENCE,
-            lease.owner
+            lease.owner,
+            unread_after
         )
         .execute(&mut *tx)
         .await?;
         if moved.rows_affected() != 1 {
-            return Ok(false);
+            drop(tx);
+            if unread_after.is_some() && self.holds_lease(lease).await? {
+                return Ok(Advanced::Unread);
+            }
+            return Ok(Advanced::LeaseLost);
         }
         if !delivered.is_empty() {
             sqlx::query!(
@@ -232,7 +254,20 @@ impl Store {
             .await?;
         }
         tx.commit().await?;
-        Ok(true)
+        Ok(Advanced::Moved)
+    }
+
+    /// Whether the deliverer still holds its lease.
+    async fn holds_lease(&self, lease: Lease<'_>) -> Result<bool> {
+        let held = sqlx::query_scalar!(
+            r#"SELECT EXISTS (SELECT 1 FROM outbox_leases WHERE user_id = $1 AND kind = $2 AND lease_owner = $3) AS "held!""#,
+            lease.user.as_str(),
+            FENCE,
+            lease.owner
+        )
+        .fetch_one(&mut *self.acquire().await?)
+        .await?;
+        Ok(held)
     }
 
     /// Deletions carried (or dropped as superseded): forget them. Fenced.

@@ -19,7 +19,7 @@ use partners::PartnerError;
 use partners::driver::Devices;
 use partners::platform::{DataService, NewDataSet};
 use store::Store;
-use store::delivery::{Advance, Backlog, Lease, Outgoing, Rejection};
+use store::delivery::{Advance, Advanced, Backlog, Lease, Outgoing, Rejection};
 use store::outbox::{self, Kind, Message, Outcome, PlatformData, Row};
 use tracing::Instrument;
 use uuid::Uuid;
@@ -203,72 +203,95 @@ impl PlatformDeliveries {
             None => self.data_set(user, b).await?,
         };
         let mut latest_offset: Option<(String, i32)> = None;
-        loop {
-            let batch = self.store.delivery_batch(&b.source, after, b.datum_seq, self.sink.batch as i64).await?;
-            let (Some(first), Some(last)) = (batch.first(), batch.last()) else { break };
-            let (first_seq, last_seq) = (first.seq, last.seq);
-            self.renew(user).await?;
-            let rejected = match self.upload(&set, &batch).await {
-                Ok(r) => r,
-                Err(PartnerError::NotFound(_)) => {
-                    self.forget_data_set(user, b).await?;
-                    return Err(Stop::Retry {
-                        error: "the platform data set is gone; a new one is created".into(),
-                        retry_after: None,
-                    });
+        for _ in 0..3 {
+            loop {
+                let batch = self.store.delivery_batch(&b.source, after, b.datum_seq, self.sink.batch as i64).await?;
+                let (Some(first), Some(last)) = (batch.first(), batch.last()) else { break };
+                let (first_seq, last_seq) = (first.seq, last.seq);
+                self.renew(user).await?;
+                let rejected = match self.upload(&set, &batch).await {
+                    Ok(r) => r,
+                    Err(PartnerError::NotFound(_)) => {
+                        self.forget_data_set(user, b).await?;
+                        return Err(Stop::Retry {
+                            error: "the platform data set is gone; a new one is created".into(),
+                            retry_after: None,
+                        });
+                    }
+                    Err(e) => return Err(e.into()),
+                };
+                for d in &batch {
+                    if let (Some(t), Some(tz)) = (d.body["time"].as_str(), d.body["timezoneOffset"].as_i64())
+                        && latest_offset.as_ref().is_none_or(|(lt, _)| t > lt.as_str())
+                    {
+                        latest_offset = Some((t.to_owned(), tz as i32));
+                    }
                 }
-                Err(e) => return Err(e.into()),
-            };
-            for d in &batch {
-                if let (Some(t), Some(tz)) = (d.body["time"].as_str(), d.body["timezoneOffset"].as_i64())
-                    && latest_offset.as_ref().is_none_or(|(lt, _)| t > lt.as_str())
-                {
-                    latest_offset = Some((t.to_owned(), tz as i32));
+                let refused: std::collections::BTreeSet<&str> = rejected.iter().map(|r| r.datum_id.as_str()).collect();
+                let delivered: Vec<String> =
+                    batch.iter().filter(|d| !refused.contains(d.id.as_str())).map(|d| d.id.clone()).collect();
+                metrics::counter!("tidegate_platform_datums_delivered_total").increment(delivered.len() as u64);
+                if !rejected.is_empty() {
+                    metrics::counter!("tidegate_platform_datums_rejected_total").increment(rejected.len() as u64);
+                    tracing::error!(user = %user, data_source = %b.source, rejected = rejected.len(), reason = %rejected[0].reason,
+                        "the platform refused datums; recorded as rejected, the rest delivered");
                 }
+                let now = self.clock.now();
+                let advance = Advance {
+                    through: last_seq,
+                    unread_after: None,
+                    delivered: &delivered,
+                    rejected: &rejected,
+                    timezone_offset: None,
+                    now,
+                };
+                if self.store.advance_delivery(lease, &b.source, &advance).await? != Advanced::Moved {
+                    // This batch may have landed after the new holder sent newer versions.
+                    let mut conn = self.store.acquire().await?;
+                    let resend = PlatformData {
+                        resend_from: vec![(b.source.as_str().to_owned(), first_seq)],
+                        ..Default::default()
+                    };
+                    outbox::enqueue(&mut conn, user, &Message::PlatformData(resend), now).await?;
+                    metrics::counter!("tidegate_outbox_lost_leases_total", "kind" => Kind::PlatformData.as_str())
+                        .increment(1);
+                    return Err(Stop::LeaseLost);
+                }
+                tracing::debug!(user = %user, data_source = %b.source, first_seq, last_seq, datums = batch.len(), "platform batch delivered");
+                after = last_seq;
             }
-            let refused: std::collections::BTreeSet<&str> = rejected.iter().map(|r| r.datum_id.as_str()).collect();
-            let delivered: Vec<String> =
-                batch.iter().filter(|d| !refused.contains(d.id.as_str())).map(|d| d.id.clone()).collect();
-            metrics::counter!("tidegate_platform_datums_delivered_total").increment(delivered.len() as u64);
-            if !rejected.is_empty() {
-                metrics::counter!("tidegate_platform_datums_rejected_total").increment(rejected.len() as u64);
-                tracing::error!(user = %user, data_source = %b.source, rejected = rejected.len(), reason = %rejected[0].reason,
-                    "the platform refused datums; recorded as rejected, the rest delivered");
+            // Every row up to the source's latest write was read: the mark goes there (rows removed
+            // since — deleted or moved at the partner — leave gaps no batch would step over), as
+            // long as no row turned up meanwhile below it that this delivery has not sent.
+            let tz = latest_offset.as_ref().map(|(_, tz)| *tz).filter(|tz| Some(*tz) != b.data_set_timezone_offset);
+            if let Some(tz) = tz {
+                self.sink.service.set_timezone_offset(&set, tz).await?;
             }
-            let now = self.clock.now();
-            let advance =
-                Advance { through: last_seq, delivered: &delivered, rejected: &rejected, timezone_offset: None, now };
-            if !self.store.advance_delivery(lease, &b.source, &advance).await? {
-                // This batch may have landed after the new holder sent newer versions.
-                let mut conn = self.store.acquire().await?;
-                let resend =
-                    PlatformData { resend_from: vec![(b.source.as_str().to_owned(), first_seq)], ..Default::default() };
-                outbox::enqueue(&mut conn, user, &Message::PlatformData(resend), now).await?;
-                metrics::counter!("tidegate_outbox_lost_leases_total", "kind" => Kind::PlatformData.as_str())
-                    .increment(1);
-                return Err(Stop::LeaseLost);
+            if tz.is_none() && after >= b.datum_seq {
+                return Ok(());
             }
-            after = last_seq;
-        }
-        // Every row up to the source's latest write was read: the mark goes there (rows removed
-        // since — deleted or moved at the partner — leave gaps no batch would step over).
-        let tz = latest_offset.map(|(_, tz)| tz).filter(|tz| Some(*tz) != b.data_set_timezone_offset);
-        if let Some(tz) = tz {
-            self.sink.service.set_timezone_offset(&set, tz).await?;
-        }
-        if tz.is_some() || after < b.datum_seq {
             let advance = Advance {
                 through: b.datum_seq,
+                unread_after: (after < b.datum_seq).then_some(after),
                 delivered: &[],
                 rejected: &[],
                 timezone_offset: tz,
                 now: self.clock.now(),
             };
-            if !self.store.advance_delivery(lease, &b.source, &advance).await? {
-                return Err(Stop::LeaseLost);
+            match self.store.advance_delivery(lease, &b.source, &advance).await? {
+                Advanced::Moved => return Ok(()),
+                Advanced::LeaseLost => return Err(Stop::LeaseLost),
+                Advanced::Unread => {
+                    tracing::warn!(user = %user, data_source = %b.source, read_through = after, mark = b.datum_seq,
+                        "a stored datum below the source's latest write was not seen when read; reading again");
+                    metrics::counter!("tidegate_platform_rereads_total").increment(1);
+                }
             }
         }
-        Ok(())
+        Err(Stop::Retry {
+            error: "datums kept appearing below the delivery mark; retrying later".into(),
+            retry_after: None,
+        })
     }
 
     async fn forget_data_set(&self, user: &UserId, b: &Backlog) -> Result<(), Stop> {
