@@ -394,3 +394,46 @@ async fn the_delivery_mark_never_passes_a_stored_datum_it_did_not_send() {
     let other = store::delivery::Lease { user: &user, owner: uuid::Uuid::new_v4() };
     assert_eq!(w.app.store.advance_delivery(other, &alice, &skip(first - 1)).await.unwrap(), Advanced::LeaseLost);
 }
+
+/// The local datum latest in time and its `timezoneOffset`.
+async fn latest_offset(w: &World, id: &DataSourceId) -> i64 {
+    scalar(
+        w,
+        &format!(
+            "SELECT (body->>'timezoneOffset')::bigint FROM datums WHERE data_source_id = '{}' AND body ? 'timezoneOffset'
+             ORDER BY time DESC LIMIT 1",
+            id.as_str()
+        ),
+    )
+    .await
+}
+
+#[tokio::test]
+async fn the_data_sets_time_zone_offset_follows_the_latest_datum_even_after_a_failed_update() {
+    let w = tidegate_e2e::spawn_world(&SINK).await;
+    // dexcom-001 lives in New York: daylight saving time starts 19 hours after this.
+    let start = tidegate_e2e::test_epoch();
+    set_time(&w, start);
+    assert_eq!(connect_dexcom(&w, ALICE, "dexcom-001").await.status(), StatusCode::OK);
+    let alice = source_of(&w, ALICE).await;
+    let (poller, worker, platform) = (w.app.poller(), w.app.outbox_worker(), &w.sandbox.sim.platform);
+    set_time(&w, start + Duration::minutes(3));
+    poller.poll(&alice, None, None).await.unwrap();
+    drain(&w, &worker).await;
+    assert_eq!(platform_set(&w, ALICE, &alice).await.set["timezoneOffset"], -300);
+    assert_eq!(latest_offset(&w, &alice).await, -300);
+
+    // Past the change, the update of the data set fails once: the readings it came with are
+    // delivered again with it, so the set does not keep the old offset.
+    set_time(&w, start + Duration::hours(21));
+    poller.poll(&alice, None, None).await.unwrap();
+    assert_eq!(latest_offset(&w, &alice).await, -240);
+    platform.set_faults(PlatformFaults { fail_updates: true, ..PlatformFaults::default() });
+    worker.deliver_due().await.unwrap();
+    assert!(platform.counts().faults_injected > 0, "{:?}", platform.counts());
+    assert_eq!(platform_set(&w, ALICE, &alice).await.set["timezoneOffset"], -300);
+    platform.set_faults(PlatformFaults::default());
+    drain(&w, &worker).await;
+    assert_eq!(platform_set(&w, ALICE, &alice).await.set["timezoneOffset"], -240);
+    assert_equal(&w, ALICE, &alice).await;
+}

@@ -10,10 +10,10 @@
 //! a datum with an `origin.id` replaces the stored one with the same id, except that a `bolus`
 //! or `food` whose `origin.time` is not newer than the stored one's is dropped.
 //!
-//! Faults: down (503), down until a simulated time, 5xx and 429 (+ `Retry-After`) rates, latency,
-//! an answer delayed after the write (the sender times out without learning it landed), session
-//! expiry (401 until the next login), refusal of one datum type (with or without naming the
-//! datums).
+//! Faults: down (503), down until a simulated time, 5xx and 429 (+ `Retry-After`) rates, failing
+//! data-set updates, latency, an answer delayed after the write (the sender times out without
+//! learning it landed), session expiry (401 until the next login), refusal of one datum type
+//! (with or without naming the datums).
 
 use std::collections::BTreeMap;
 use std::sync::Mutex;
@@ -57,6 +57,8 @@ pub struct PlatformFaults {
     pub reject_type: Option<String>,
     /// With `reject_type`: say the request is invalid without naming the datum.
     pub reject_without_pointer: bool,
+    /// Data-set updates (`PUT /v1/data_sets/{id}`) answer 500; everything else works.
+    pub fail_updates: bool,
 }
 
 mod opt_time {
@@ -341,6 +343,10 @@ async fn get_set(State(sim): State<Shared>, Path(id): Path<String>, headers: Hea
 async fn update_set(State(sim): State<Shared>, Path(id): Path<String>, headers: HeaderMap, body: Bytes) -> Response {
     if let Err(r) = admit(&sim, &headers).await {
         return r;
+    }
+    if sim.platform.faults().fail_updates {
+        sim.platform.lock().counts.faults_injected += 1;
+        return error(StatusCode::INTERNAL_SERVER_ERROR, "internal-server-error", "injected update failure");
     }
     let body = match json_body(&body) {
         Ok(b) => b,

@@ -202,7 +202,11 @@ impl PlatformDeliveries {
             Some(s) => s,
             None => self.data_set(user, b).await?,
         };
+        // The data set's time-zone offset follows the latest datum's (by time) among those sent;
+        // it is written before the batch that moved it is recorded, so a failed update is
+        // repeated with that batch.
         let mut latest_offset: Option<(String, i32)> = None;
+        let mut set_offset = b.data_set_timezone_offset;
         for _ in 0..3 {
             loop {
                 let batch = self.store.delivery_batch(&b.source, after, b.datum_seq, self.sink.batch as i64).await?;
@@ -236,13 +240,18 @@ impl PlatformDeliveries {
                     tracing::error!(user = %user, data_source = %b.source, rejected = rejected.len(), reason = %rejected[0].reason,
                         "the platform refused datums; recorded as rejected, the rest delivered");
                 }
+                let tz = latest_offset.as_ref().map(|(_, tz)| *tz).filter(|tz| Some(*tz) != set_offset);
+                if let Some(tz) = tz {
+                    self.sink.service.set_timezone_offset(&set, tz).await?;
+                    set_offset = Some(tz);
+                }
                 let now = self.clock.now();
                 let advance = Advance {
                     through: last_seq,
                     unread_after: None,
                     delivered: &delivered,
                     rejected: &rejected,
-                    timezone_offset: None,
+                    timezone_offset: tz,
                     now,
                 };
                 if self.store.advance_delivery(lease, &b.source, &advance).await? != Advanced::Moved {
@@ -263,11 +272,7 @@ impl PlatformDeliveries {
             // Every row up to the source's latest write was read: the mark goes there (rows removed
             // since — deleted or moved at the partner — leave gaps no batch would step over), as
             // long as no row turned up meanwhile below it that this delivery has not sent.
-            let tz = latest_offset.as_ref().map(|(_, tz)| *tz).filter(|tz| Some(*tz) != b.data_set_timezone_offset);
-            if let Some(tz) = tz {
-                self.sink.service.set_timezone_offset(&set, tz).await?;
-            }
-            if tz.is_none() && after >= b.datum_seq {
+            if after >= b.datum_seq {
                 return Ok(());
             }
             let advance = Advance {
@@ -275,7 +280,7 @@ impl PlatformDeliveries {
                 unread_after: (after < b.datum_seq).then_some(after),
                 delivered: &[],
                 rejected: &[],
-                timezone_offset: tz,
+                timezone_offset: None,
                 now: self.clock.now(),
             };
             match self.store.advance_delivery(lease, &b.source, &advance).await? {
