@@ -349,6 +349,30 @@ async fn retention_drops_delivered_datums_and_never_an_undelivered_one() {
     let mut refused = rejected.clone();
     refused.sort();
     assert_eq!(left, refused);
+
+    // A prune that crashed between detaching a partition and dropping its files left it marked
+    // detached: the next prune drops it (and its range can be made again).
+    let cutoff = now + Duration::days(14);
+    let ahead = cutoff + Duration::days(7);
+    assert_eq!(w.app.store.ensure_partitions(ahead, ahead + Duration::hours(1), now).await.unwrap(), 1);
+    let p = w.app.store.datum_partitions().await.unwrap().pop().expect("a partition ahead");
+    assert!(p.lo > cutoff);
+    sqlx::query(sqlx::AssertSqlSafe(format!("ALTER TABLE datums DETACH PARTITION {}", p.name)))
+        .execute(&w.app.sql)
+        .await
+        .unwrap();
+    sqlx::query("UPDATE datum_partitions SET detached_time = now() WHERE name = $1")
+        .bind(&p.name)
+        .execute(&w.app.sql)
+        .await
+        .unwrap();
+    assert!(!w.app.store.datum_partitions().await.unwrap().contains(&p), "a detached partition is not listed");
+    w.app.store.prune_datums(cutoff).await.unwrap();
+    let exists = format!("SELECT count(*) FROM pg_class WHERE relname = '{}'", p.name);
+    assert_eq!(scalar(&w, &exists).await, 0, "the detached partition was dropped");
+    let registered = format!("SELECT count(*) FROM datum_partitions WHERE name = '{}'", p.name);
+    assert_eq!(scalar(&w, &registered).await, 0);
+    assert_eq!(w.app.store.ensure_partitions(p.lo, p.hi, now).await.unwrap(), 1, "its week can be made again");
 }
 
 #[tokio::test]

@@ -6,7 +6,10 @@
 //! still must keep — datums not yet delivered (beyond their source's delivery mark) and datums
 //! the platform refused — into the default partition, so an undelivered datum is never pruned;
 //! finding them reads only the sources with a backlog and the refusals, never the partition's
-//! delivered rows. Both take their table locks with a short `lock_timeout` and give up (to try at
+//! delivered rows. The detach and that move are one transaction (under the table lock on `datums`,
+//! so no reader ever misses a kept row); the partition's files are dropped in the next, outside
+//! that lock (a crash between the two leaves it marked detached, and the next prune drops it).
+//! Both take their table locks with a short `lock_timeout` and give up (to try at
 //! the next upkeep) rather than queue polls behind them for long; both run under an advisory
 //! lock, so replicas doing upkeep at once do it once.
 
@@ -41,7 +44,7 @@ pub struct Partition {
 }
 
 /// What one prune did.
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
+#[derive(Debug, Clone, Default, PartialEq)]
 pub struct Pruned {
     pub partitions: u64,
     /// Delivered rows dropped with them, as the planner estimates them (`pg_class.reltuples`:
@@ -53,13 +56,35 @@ pub struct Pruned {
     pub default_rows: u64,
     /// Partitions left for later (a lock not granted within the timeout).
     pub deferred: u64,
+    /// Time spent, over the dropped partitions: detaching them; moving out what they must keep
+    /// (with the commit: until then polls wait on the table lock); dropping their files (no lock
+    /// on `datums`); and deleting from the default partition.
+    pub detach_ms: f64,
+    pub keep_ms: f64,
+    pub drop_ms: f64,
+    pub default_ms: f64,
+}
+
+/// One dropped partition.
+struct Dropped {
+    rows: u64,
+    kept: u64,
+    detach_ms: f64,
+    keep_ms: f64,
+    drop_ms: f64,
+}
+
+fn ms_since(t: std::time::Instant) -> f64 {
+    t.elapsed().as_secs_f64() * 1000.0
 }
 
 impl Store {
     /// The partitions made, oldest first.
     pub async fn datum_partitions(&self) -> Result<Vec<Partition>> {
         let rows: Vec<(String, DateTime<Utc>, DateTime<Utc>)> =
-            sqlx::query_as("SELECT name, lo, hi FROM datum_partitions ORDER BY lo").fetch_all(self.pool()).await?;
+            sqlx::query_as("SELECT name, lo, hi FROM datum_partitions WHERE detached_time IS NULL ORDER BY lo")
+                .fetch_all(self.pool())
+                .await?;
         Ok(rows.into_iter().map(|(name, lo, hi)| Partition { name, lo, hi }).collect())
     }
 
@@ -90,12 +115,13 @@ impl Store {
         let mut tx = conn.begin().await?;
         let locked: bool =
             sqlx::query_scalar("SELECT pg_try_advisory_xact_lock($1)").bind(UPKEEP_LOCK).fetch_one(&mut *tx).await?;
-        let taken: bool =
-            sqlx::query_scalar("SELECT EXISTS (SELECT 1 FROM datum_partitions WHERE lo < $2 AND $1 < hi)")
-                .bind(lo)
-                .bind(hi)
-                .fetch_one(&mut *tx)
-                .await?;
+        let taken: bool = sqlx::query_scalar(
+            "SELECT EXISTS (SELECT 1 FROM datum_partitions WHERE lo < $2 AND $1 < hi AND detached_time IS NULL)",
+        )
+        .bind(lo)
+        .bind(hi)
+        .fetch_one(&mut *tx)
+        .await?;
         if !locked || taken {
             return Ok(false);
         }
@@ -153,22 +179,37 @@ impl Store {
     /// default partition. Only for a platform sink: without one the local table is the archive.
     pub async fn prune_datums(&self, cutoff: DateTime<Utc>) -> Result<Pruned> {
         let mut out = Pruned::default();
+        // Partitions a crash left detached but not dropped.
+        let left: Vec<String> =
+            sqlx::query_scalar("SELECT name FROM datum_partitions WHERE detached_time IS NOT NULL ORDER BY lo")
+                .fetch_all(self.pool())
+                .await?;
+        for table in &left {
+            let t = std::time::Instant::now();
+            self.drop_detached(table).await?;
+            out.drop_ms += ms_since(t);
+        }
         for p in self.datum_partitions().await?.into_iter().filter(|p| p.hi <= cutoff) {
             match self.drop_partition(&p).await? {
-                Some((rows, kept)) => {
+                Some(d) => {
                     out.partitions += 1;
-                    out.rows += rows;
-                    out.kept += kept;
+                    out.rows += d.rows;
+                    out.kept += d.kept;
+                    out.detach_ms += d.detach_ms;
+                    out.keep_ms += d.keep_ms;
+                    out.drop_ms += d.drop_ms;
                 }
                 None => out.deferred += 1,
             }
         }
+        let t = std::time::Instant::now();
         out.default_rows = self.prune_default(cutoff).await?;
+        out.default_ms = ms_since(t);
         Ok(out)
     }
 
-    /// Returns (rows dropped, rows kept), or `None` when deferred.
-    async fn drop_partition(&self, p: &Partition) -> Result<Option<(u64, u64)>> {
+    /// What it dropped and kept, or `None` when deferred.
+    async fn drop_partition(&self, p: &Partition) -> Result<Option<Dropped>> {
         let table = &p.name;
         if !table.starts_with("datums_p") || !table[8..].bytes().all(|b| b.is_ascii_digit()) {
             return Err(crate::StoreError::corrupt("datum_partitions", format!("unexpected name {table}")));
@@ -187,6 +228,7 @@ impl Store {
             .bind(table)
             .fetch_one(&mut *tx)
             .await?;
+        let t = std::time::Instant::now();
         let detach = format!("ALTER TABLE datums DETACH PARTITION {table}");
         if let Err(e) = sqlx::query(AssertSqlSafe(detach)).execute(&mut *tx).await {
             if lock_not_available(&e) {
@@ -195,6 +237,8 @@ impl Store {
             }
             return Err(e.into());
         }
+        let detach_ms = ms_since(t);
+        let t = std::time::Instant::now();
         // What must stay: rows beyond their source's delivery mark (read through the sources
         // with a backlog) and refused versions (read through the refusals).
         let kept = sqlx::query(AssertSqlSafe(format!(
@@ -209,12 +253,32 @@ impl Store {
         .execute(&mut *tx)
         .await?
         .rows_affected();
-        sqlx::query(AssertSqlSafe(format!("DROP TABLE {table}"))).execute(&mut *tx).await?;
+        sqlx::query("UPDATE datum_partitions SET detached_time = now() WHERE name = $1")
+            .bind(table)
+            .execute(&mut *tx)
+            .await?;
+        tx.commit().await?;
+        let keep_ms = ms_since(t);
+        // Its files go outside the lock on `datums`: polls wait for the detach and the move only.
+        let t = std::time::Instant::now();
+        self.drop_detached(table).await?;
+        let drop_ms = ms_since(t);
+        let rows = (total as u64).saturating_sub(kept);
+        tracing::info!(partition = %table, rows_estimate = rows, kept, detach_ms, keep_ms, drop_ms, "datum partition pruned");
+        Ok(Some(Dropped { rows, kept, detach_ms, keep_ms, drop_ms }))
+    }
+
+    /// Drop a detached partition and forget it. `table` comes from `datum_partitions`, whose
+    /// names are checked (`datums_p` and eight digits).
+    async fn drop_detached(&self, table: &str) -> Result<()> {
+        if !table.starts_with("datums_p") || table.len() != 16 || !table[8..].bytes().all(|b| b.is_ascii_digit()) {
+            return Err(crate::StoreError::corrupt("datum_partitions", format!("unexpected name {table}")));
+        }
+        let mut tx = self.pool().begin().await?;
+        sqlx::query(AssertSqlSafe(format!("DROP TABLE IF EXISTS {table}"))).execute(&mut *tx).await?;
         sqlx::query("DELETE FROM datum_partitions WHERE name = $1").bind(table).execute(&mut *tx).await?;
         tx.commit().await?;
-        let rows = (total as u64).saturating_sub(kept);
-        tracing::info!(partition = %table, rows_estimate = rows, kept, "datum partition pruned");
-        Ok(Some((rows, kept)))
+        Ok(())
     }
 
     /// Delivered, unrefused rows before `cutoff` in the default partition (which stays small).

@@ -14,7 +14,10 @@
 //! 6. **delivery** (with `--with-delivery`): workers restarted with the `tidepool` sink on,
 //!    delivering everything the phases above wrote to the simulator's data-service stand-in
 //!    (datums/s over loopback), then the saturation phase again with delivery on, beside the
-//!    same phase with it off.
+//!    same phase with it off;
+//! 7. **retention** (with `--prune-rows N`, after 6): N delivered datums seeded over four old
+//!    weekly partitions, then pruned while every source is due again: the prune's cost and the
+//!    polls' duration while it ran.
 //!
 //! Output: a table for people and one JSON line. docs/PERFORMANCE.md has the figures.
 
@@ -52,6 +55,9 @@ pub struct PollBench {
     pub database: String,
     /// Measure platform delivery too (phase 6).
     pub with_delivery: bool,
+    /// With delivery: seed this many delivered datums in old partitions and prune them while
+    /// the saturation phase runs (phase 7; 0: skip).
+    pub prune_rows: u64,
 }
 
 /// Figures of one run.
@@ -95,6 +101,20 @@ pub struct Report {
     pub saturation_with_delivery_polls_per_s: f64,
     /// Phase 6: from the last poll of that phase until every datum was delivered.
     pub delivery_drain_s: f64,
+    /// Phase 7: retention pruning while polls (and deliveries) run.
+    pub prune_rows_seeded: u64,
+    pub prune_seed_s: f64,
+    pub prune_s: f64,
+    pub prune_partitions: u64,
+    pub prune_rows_dropped: u64,
+    pub prune_detach_ms: f64,
+    pub prune_keep_ms: f64,
+    pub prune_drop_ms: f64,
+    pub saturation_with_prune_polls_per_s: f64,
+    pub polls_during_prune: usize,
+    pub poll_ms_p50_during_prune: f64,
+    pub poll_ms_p99_during_prune: f64,
+    pub poll_ms_max_during_prune: f64,
 }
 
 const DEXCOM_CALLS_PER_HOUR: f64 = 60_000.0;
@@ -199,6 +219,8 @@ struct Bench {
     env: Vec<(String, String)>,
     client_id: String,
     ids: Vec<DataSourceId>,
+    /// The bench database (phase 7 seeds through its own connection: no statement timeout).
+    db: sqlx::postgres::PgConnectOptions,
 }
 
 pub async fn run(mut settings: Settings, opts: PollBench) -> anyhow::Result<Report> {
@@ -243,6 +265,8 @@ pub async fn run(mut settings: Settings, opts: PollBench) -> anyhow::Result<Repo
     // Phase 6's workers deliver to the stand-in.
     let mut sink_env = env.clone();
     sink_env.push(("TIDEGATE_SINKS__ENABLED".into(), "local,tidepool".into()));
+    // Phase 7 prunes by itself, at a moment it picks: the workers' upkeep must not.
+    sink_env.push(("TIDEGATE_SINKS__RETENTION_DAYS".into(), "3650".into()));
     sink_env.push(("TIDEGATE_SINKS__TIDEPOOL__URL".into(), format!("{}/tidepool", sandbox.base_url)));
     sink_env.push(("TIDEGATE_SINKS__TIDEPOOL__SERVER_SECRET".into(), sandbox.sim.cfg.platform_server_secret.clone()));
     env.push(("TIDEGATE_SINKS__ENABLED".into(), "local".into()));
@@ -251,7 +275,7 @@ pub async fn run(mut settings: Settings, opts: PollBench) -> anyhow::Result<Repo
         .get("dexcom")
         .and_then(|p| p.client_id.clone())
         .context("partners.dexcom.client_id is not configured")?;
-    let mut b = Bench { opts: opts.clone(), store, sandbox, env, sink_env, client_id, ids: Vec::new() };
+    let mut b = Bench { opts: opts.clone(), store, sandbox, env, sink_env, client_id, ids: Vec::new(), db: options };
     let result = b.measure(&redirect).await;
     let _ = std::fs::remove_dir_all(&dir);
     result
@@ -455,7 +479,64 @@ impl Bench {
             ok.len(),
             r.saturation_with_delivery_polls_per_s
         );
+        if o.prune_rows > 0 {
+            self.measure_prune(r).await?;
+        }
         workers.stop();
+        Ok(())
+    }
+
+    /// Phase 7: `prune_rows` delivered datums of synthetic sources over four old weekly
+    /// partitions, pruned while every bench source is due (the workers deliver as they poll).
+    async fn measure_prune(&mut self, r: &mut Report) -> anyhow::Result<()> {
+        let o = self.opts.clone();
+        let now = Utc::now();
+        let this_week = store::partitions::week_start(now);
+        let (from, until) = (this_week - Duration::weeks(6), this_week - Duration::weeks(2));
+        self.store.ensure_partitions(from, until, now).await?;
+        let t = Instant::now();
+        let mut conn = self.db.clone().disable_statement_logging().connect().await?;
+        let sources = (o.prune_rows / 500).clamp(1, 20_000);
+        crate::bench_prune::seed_datums(&mut conn, o.prune_rows, sources, 1, from, until).await?;
+        sqlx::query("ANALYZE datums").execute(&mut conn).await?;
+        conn.close().await?;
+        r.prune_rows_seeded = o.prune_rows;
+        r.prune_seed_s = t.elapsed().as_secs_f64();
+        eprintln!("seeded {} delivered datums in old partitions in {:.0} s", o.prune_rows, r.prune_seed_s);
+        let t0 = Utc::now();
+        self.schedule_all_due(t0).await?;
+        // Into the phase: the polls are running.
+        while self.store.poll_runs_due_since(t0).await? < (o.sources / 10).max(1) as i64 {
+            tokio::time::sleep(StdDuration::from_millis(20)).await;
+        }
+        let (p0, t) = (Utc::now(), Instant::now());
+        let p = self.store.prune_datums(until).await?;
+        r.prune_s = t.elapsed().as_secs_f64();
+        let p1 = Utc::now();
+        (r.prune_partitions, r.prune_rows_dropped) = (p.partitions, p.rows);
+        (r.prune_detach_ms, r.prune_keep_ms, r.prune_drop_ms) = (p.detach_ms, p.keep_ms, p.drop_ms);
+        let done = self.wait_for_polls(t0, o.sources, o.duration).await?;
+        let runs = self.runs_since(t0).await?;
+        let ok: Vec<&Run> = runs.iter().filter(|x| x.outcome == "success").collect();
+        anyhow::ensure!(!ok.is_empty(), "no poll succeeded while pruning ({done} finished)");
+        let first = ok.iter().map(|x| x.started_at).min().unwrap_or(t0);
+        let last = ok.iter().map(|x| x.finished_at).max().unwrap_or(t0);
+        r.saturation_with_prune_polls_per_s =
+            ok.len() as f64 / ((last - first).num_milliseconds().max(1) as f64 / 1000.0);
+        let mut during: Vec<f64> = ok
+            .iter()
+            .filter(|x| x.started_at < p1 && x.finished_at > p0)
+            .map(|x| (x.finished_at - x.started_at).num_microseconds().unwrap_or(0) as f64 / 1000.0)
+            .collect();
+        during.sort_by(f64::total_cmp);
+        r.polls_during_prune = during.len();
+        (r.poll_ms_p50_during_prune, r.poll_ms_p99_during_prune, r.poll_ms_max_during_prune) =
+            (pct(&during, 0.5), pct(&during, 0.99), during.last().copied().unwrap_or(0.0));
+        eprintln!(
+            "prune with polls running: {:.2} s, {} partitions; {} polls overlapped it",
+            r.prune_s, r.prune_partitions, r.polls_during_prune
+        );
+        self.wait_for_delivery(o.duration * 10).await?;
         Ok(())
     }
 
@@ -713,6 +794,32 @@ pub fn table(r: &Report) -> String {
             format!(
                 "{:.0} polls/s (off: {:.0}); backlog drained {:.1} s after the last poll",
                 r.saturation_with_delivery_polls_per_s, r.saturation_polls_per_s, r.delivery_drain_s
+            ),
+        ));
+    }
+    if r.prune_rows_seeded > 0 {
+        rows.push((
+            "retention prune with polls running".into(),
+            format!(
+                "{:.2} s for {} partitions (≈ {} of {} seeded rows; detach {:.0} / keep {:.0} / drop {:.0} ms)",
+                r.prune_s,
+                r.prune_partitions,
+                r.prune_rows_dropped,
+                r.prune_rows_seeded,
+                r.prune_detach_ms,
+                r.prune_keep_ms,
+                r.prune_drop_ms
+            ),
+        ));
+        rows.push((
+            "polls during the prune p50 / p99 / max".into(),
+            format!(
+                "{:.1} / {:.1} / {:.1} ms ({} polls; that phase {:.0} polls/s)",
+                r.poll_ms_p50_during_prune,
+                r.poll_ms_p99_during_prune,
+                r.poll_ms_max_during_prune,
+                r.polls_during_prune,
+                r.saturation_with_prune_polls_per_s
             ),
         ));
     }

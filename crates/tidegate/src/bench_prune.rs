@@ -39,6 +39,11 @@ pub struct PruneReport {
     pub rows_dropped: u64,
     pub rows_kept: u64,
     pub deferred: u64,
+    /// The prune's steps, summed over the partitions dropped (ms).
+    pub detach_ms: f64,
+    pub keep_ms: f64,
+    pub drop_ms: f64,
+    pub default_ms: f64,
     pub writes_before: usize,
     pub write_ms_p50_before: f64,
     pub write_ms_p99_before: f64,
@@ -77,48 +82,10 @@ pub async fn run(mut settings: Settings, o: PruneBench) -> anyhow::Result<PruneR
 
     // Seed: sources, then the datums spread evenly over the weeks (SQL-side, in chunks).
     let t = Instant::now();
-    let mut conn = settings.connect_options()?.database(&o.database).connect().await?;
-    sqlx::query(
-        "INSERT INTO data_sources (id, user_id, provider, state, ever_connected, created_time, modified_time)
-         SELECT lpad(to_hex(i), 24, '0'), lpad(i::text, 10, '0'), 'dexcom', 'connected', true, $1, $1
-         FROM generate_series(1, $2::bigint) i",
-    )
-    .bind(now)
-    .bind(o.sources as i64)
-    .execute(&mut conn)
-    .await?;
-    let span_secs = (now - from).num_seconds();
-    let chunk = 500_000u64;
-    let mut done = 0u64;
-    while done < o.rows {
-        let n = chunk.min(o.rows - done);
-        sqlx::query(
-            "INSERT INTO datums (user_id, id, time, data_source_id, type, body, created_time, modified_time)
-             SELECT lpad((1 + g % $3)::text, 10, '0'), md5(g::text),
-                    $4::timestamptz + make_interval(secs => (g * 7919 % $5)::double precision),
-                    lpad(to_hex(1 + g % $3), 24, '0'), 'cbg',
-                    jsonb_build_object('type', 'cbg', 'units', 'mg/dL', 'value', 40 + g % 300,
-                                       'origin', jsonb_build_object('id', g::text, 'name', 'com.dexcom.api',
-                                                                    'type', 'service', 'version', '3.0')),
-                    $4, $4
-             FROM generate_series($1::bigint, $2::bigint) g",
-        )
-        .bind(done as i64)
-        .bind((done + n - 1) as i64)
-        .bind(o.sources as i64)
-        .bind(from)
-        .bind(span_secs)
-        .execute(&mut conn)
-        .await?;
-        done += n;
-        eprintln!("seeded {done} datums");
-    }
+    let mut conn = settings.connect_options()?.database(&o.database).disable_statement_logging().connect().await?;
+    seed_datums(&mut conn, o.rows, o.sources, 1, from, now).await?;
     // Everything delivered, except a backlog on one source in a hundred (its last 50 writes)
     // and a refused datum on one in fifty.
-    sqlx::query("UPDATE data_sources s SET datum_seq = m.seq, delivered_seq = m.seq FROM
-                 (SELECT data_source_id, max(seq) AS seq FROM datums GROUP BY data_source_id) m WHERE m.data_source_id = s.id")
-        .execute(&mut conn)
-        .await?;
     sqlx::query(
         "UPDATE data_sources SET delivered_seq = delivered_seq - 50 * (SELECT count(*) FROM data_sources)
                  WHERE ('x' || right(id, 8))::bit(32)::int % 100 = 0",
@@ -197,6 +164,7 @@ pub async fn run(mut settings: Settings, o: PruneBench) -> anyhow::Result<PruneR
     before.sort_by(f64::total_cmp);
     inside.sort_by(f64::total_cmp);
     (r.partitions_dropped, r.rows_dropped, r.rows_kept, r.deferred) = (p.partitions, p.rows, p.kept, p.deferred);
+    (r.detach_ms, r.keep_ms, r.drop_ms, r.default_ms) = (p.detach_ms, p.keep_ms, p.drop_ms, p.default_ms);
     (r.writes_before, r.write_ms_p50_before, r.write_ms_p99_before) =
         (before.len(), pct(&before, 0.5), pct(&before, 0.99));
     (r.writes_during, r.write_ms_p50_during, r.write_ms_p99_during, r.write_ms_max_during) =
@@ -208,6 +176,7 @@ pub fn table(r: &PruneReport) -> String {
     format!(
         "datums × sources            {} × {} in {} weekly partitions (seeded in {:.0} s)\n\
          prune                       {:.2} s: {} partitions, ≈ {} rows dropped, {} kept (undelivered or refused), {} deferred\n\
+         prune steps                 detach {:.0} ms, keep {:.0} ms, drop + commit {:.0} ms, default partition {:.0} ms\n\
          write p50 / p99 before      {:.1} / {:.1} ms ({} poll-sized writes)\n\
          write p50 / p99 / max during {:.1} / {:.1} / {:.1} ms ({} writes during the prune and 2 s after)\n",
         r.rows,
@@ -219,6 +188,10 @@ pub fn table(r: &PruneReport) -> String {
         r.rows_dropped,
         r.rows_kept,
         r.deferred,
+        r.detach_ms,
+        r.keep_ms,
+        r.drop_ms,
+        r.default_ms,
         r.write_ms_p50_before,
         r.write_ms_p99_before,
         r.writes_before,
@@ -227,4 +200,67 @@ pub fn table(r: &PruneReport) -> String {
         r.write_ms_max_during,
         r.writes_during
     )
+}
+
+/// Seed `sources` synthetic connected sources (numbered from `first`: source `lpad(hex(i), 24)`,
+/// user `lpad(i, 10)`; they have no schedule rows, so nothing polls them) and `rows` cbg datums
+/// spread evenly over `from..until`, every one delivered (the sources' marks at their latest
+/// write). SQL-side, in chunks of 500,000.
+pub(crate) async fn seed_datums(
+    conn: &mut sqlx::PgConnection,
+    rows: u64,
+    sources: u64,
+    first: u64,
+    from: chrono::DateTime<Utc>,
+    until: chrono::DateTime<Utc>,
+) -> anyhow::Result<()> {
+    sqlx::query(
+        "INSERT INTO data_sources (id, user_id, provider, state, ever_connected, created_time, modified_time)
+         SELECT lpad(to_hex(i), 24, '0'), lpad(i::text, 10, '0'), 'dexcom', 'connected', true, $1, $1
+         FROM generate_series($2::bigint, $3::bigint) i",
+    )
+    .bind(until)
+    .bind(first as i64)
+    .bind((first + sources - 1) as i64)
+    .execute(&mut *conn)
+    .await?;
+    let span_secs = (until - from).num_seconds();
+    let chunk = 500_000u64;
+    let mut done = 0u64;
+    while done < rows {
+        let n = chunk.min(rows - done);
+        sqlx::query(
+            "INSERT INTO datums (user_id, id, time, data_source_id, type, body, created_time, modified_time)
+             SELECT lpad(($6 + g % $3)::text, 10, '0'), md5(g::text),
+                    $4::timestamptz + make_interval(secs => (g * 7919 % $5)::double precision),
+                    lpad(to_hex($6 + g % $3), 24, '0'), 'cbg',
+                    jsonb_build_object('type', 'cbg', 'units', 'mg/dL', 'value', 40 + g % 300,
+                                       'origin', jsonb_build_object('id', g::text, 'name', 'com.dexcom.api',
+                                                                    'type', 'service', 'version', '3.0')),
+                    $4, $4
+             FROM generate_series($1::bigint, $2::bigint) g",
+        )
+        .bind(done as i64)
+        .bind((done + n - 1) as i64)
+        .bind(sources as i64)
+        .bind(from)
+        .bind(span_secs)
+        .bind(first as i64)
+        .execute(&mut *conn)
+        .await?;
+        done += n;
+        eprintln!("seeded {done} datums");
+    }
+    sqlx::query(
+        "UPDATE data_sources s SET datum_seq = m.seq, delivered_seq = m.seq
+         FROM (SELECT data_source_id, max(seq) AS seq FROM datums
+               WHERE data_source_id >= lpad(to_hex($1::bigint), 24, '0') AND data_source_id <= lpad(to_hex($2::bigint), 24, '0')
+               GROUP BY data_source_id) m
+         WHERE m.data_source_id = s.id",
+    )
+    .bind(first as i64)
+    .bind((first + sources - 1) as i64)
+    .execute(&mut *conn)
+    .await?;
+    Ok(())
 }

@@ -216,6 +216,10 @@ pub enum BenchCommand {
         /// stand-in (datums/s), and the saturation phase again with the `tidepool` sink on.
         #[arg(long)]
         with_delivery: bool,
+        /// With --with-delivery: seed this many delivered datums in old weekly partitions and
+        /// prune them while the saturation phase runs (e.g. 10000000; 0 skips it).
+        #[arg(long, default_value_t = 0, requires = "with_delivery")]
+        prune_rows: u64,
     },
     /// Retention pruning with writes running: seeds --rows datums over --weeks weekly
     /// partitions on a fresh database, then prunes the older half while --writers tasks upsert

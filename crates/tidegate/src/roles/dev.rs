@@ -48,6 +48,7 @@ pub async fn bench(settings: Settings, command: BenchCommand) -> anyhow::Result<
             look_back_minutes,
             database,
             with_delivery,
+            prune_rows,
         } => {
             let opts = crate::bench::PollBench {
                 sources,
@@ -58,6 +59,7 @@ pub async fn bench(settings: Settings, command: BenchCommand) -> anyhow::Result<
                 look_back_minutes,
                 database,
                 with_delivery,
+                prune_rows,
             };
             let report = crate::bench::run(settings, opts).await?;
             eprint!("{}", crate::bench::table(&report));
