@@ -127,6 +127,13 @@ fn pct(sorted: &[f64], p: f64) -> f64 {
     sorted[i.min(sorted.len() - 1)]
 }
 
+/// Completed polls per second from the first start to the last finish, and that last finish.
+fn polls_per_s(ok: &[&Run], t0: DateTime<Utc>) -> (f64, DateTime<Utc>) {
+    let first = ok.iter().map(|x| x.started_at).min().unwrap_or(t0);
+    let last = ok.iter().map(|x| x.finished_at).max().unwrap_or(t0);
+    (ok.len() as f64 / ((last - first).num_milliseconds().max(1) as f64 / 1000.0), last)
+}
+
 fn user_id(i: usize) -> UserId {
     UserId::parse(&format!("{:010x}", 0x40_0000_0000_u64 + i as u64)).expect("a valid user id")
 }
@@ -468,10 +475,8 @@ impl Bench {
         let runs = self.runs_since(t0).await?;
         let ok: Vec<&Run> = runs.iter().filter(|x| x.outcome == "success").collect();
         anyhow::ensure!(!ok.is_empty(), "no poll succeeded with delivery on ({done} finished)");
-        let first = ok.iter().map(|x| x.started_at).min().unwrap_or(t0);
-        let last = ok.iter().map(|x| x.finished_at).max().unwrap_or(t0);
-        r.saturation_with_delivery_polls_per_s =
-            ok.len() as f64 / ((last - first).num_milliseconds().max(1) as f64 / 1000.0);
+        let (rate, last) = polls_per_s(&ok, t0);
+        r.saturation_with_delivery_polls_per_s = rate;
         self.wait_for_delivery(o.duration * 10).await?;
         r.delivery_drain_s = ((Utc::now() - last).num_milliseconds().max(0) as f64) / 1000.0;
         eprintln!(
@@ -519,10 +524,7 @@ impl Bench {
         let runs = self.runs_since(t0).await?;
         let ok: Vec<&Run> = runs.iter().filter(|x| x.outcome == "success").collect();
         anyhow::ensure!(!ok.is_empty(), "no poll succeeded while pruning ({done} finished)");
-        let first = ok.iter().map(|x| x.started_at).min().unwrap_or(t0);
-        let last = ok.iter().map(|x| x.finished_at).max().unwrap_or(t0);
-        r.saturation_with_prune_polls_per_s =
-            ok.len() as f64 / ((last - first).num_milliseconds().max(1) as f64 / 1000.0);
+        r.saturation_with_prune_polls_per_s = polls_per_s(&ok, t0).0;
         let mut during: Vec<f64> = ok
             .iter()
             .filter(|x| x.started_at < p1 && x.finished_at > p0)
